@@ -1,0 +1,1 @@
+"""serveplane HTTP API: resources, auth, the inference gateway, health."""

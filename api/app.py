@@ -1,0 +1,129 @@
+"""The FastAPI application: routers, error handlers, health, body limits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response, install_error_handlers
+from api.jobs.router import router as jobs_router
+from api.queue import make_producer
+from api.services.router import router as services_router
+from db.engine import create_api_engine
+from db.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuse request bodies larger than the configured limit with a JSON 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, "payload_too_large", f"request body is larger than {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Per-process engine, broker producer and Redis client."""
+    settings = get_settings()
+    engine, sessionmaker = create_api_engine()
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker
+    app.state.producer = make_producer()
+    app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+        await engine.dispose()
+
+
+def create_app() -> FastAPI:
+    """Build the application."""
+    settings = get_settings()
+    app = FastAPI(
+        title="serveplane",
+        version="0.1.0",
+        description="Deploy trained models as online REST inference services on Kubernetes.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    app.include_router(services_router)
+    app.include_router(jobs_router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "a dependency is down"}})
+    async def readyz(request: Request) -> ORJSONResponse:
+        """The database and the broker answer."""
+        checks: dict[str, str] = {}
+        try:
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            await request.app.state.redis.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        if ok:
+            return ORJSONResponse({"status": "ok", "checks": checks})
+        return ORJSONResponse(
+            {"error": {"code": "not_ready", "message": "a dependency is unavailable",
+                       "details": checks}},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+

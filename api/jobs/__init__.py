@@ -1,0 +1,1 @@
+"""Jobs: the asynchronous work behind every mutating request."""

@@ -1,0 +1,42 @@
+"""GET /api/jobs and /api/jobs/{job_id}."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentCustomer, SessionDep
+from api.jobs import service
+from api.jobs.schemas import JobOut, JobPage
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    principal: CurrentCustomer,
+    session: SessionDep,
+    service_id: str | None = Query(None, max_length=64),
+    status: JobStatus | None = None,
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Query(50, ge=1, le=500),
+) -> JobPage:
+    """The caller's jobs, oldest first, filtered by service and status."""
+    return await session.run_sync(
+        lambda s: service.list_jobs(
+            s,
+            customer_id=principal.customer_id,
+            service_uuid=service_id,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, principal: CurrentCustomer, session: SessionDep) -> JobOut:
+    """One job with its attempts."""
+    return await session.run_sync(service.get_job, principal.customer_id, job_id)

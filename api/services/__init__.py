@@ -1,0 +1,1 @@
+"""Inference services: create, read, list, update (scale/resources), delete, events."""

@@ -1,0 +1,1 @@
+"""Persistence for serveplane: settings, models, repositories and the status state machine."""

@@ -1,0 +1,167 @@
+"""Inference services, their versions and events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import InferenceService, ServiceEvent, ServiceVersion
+
+RESOURCE_FIELDS = (
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "cpu_cores",
+    "memory_gb",
+    "gpu_count",
+)
+
+
+def get_service(
+    session: Session, uuid: str, *, customer_id: int | None = None, lock: bool = False
+) -> InferenceService | None:
+    """A service by public id, scoped to a customer when given."""
+    query = select(InferenceService).where(InferenceService.uuid == uuid)
+    if customer_id is not None:
+        query = query.where(InferenceService.customer_id == customer_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def lock_service(session: Session, service_id: int) -> InferenceService:
+    """Load a service by primary key under a row lock."""
+    service = session.scalar(
+        select(InferenceService).where(InferenceService.id == service_id).with_for_update()
+    )
+    assert service is not None
+    return service
+
+
+def live_name_taken(session: Session, customer_id: int, name: str) -> bool:
+    """True when the customer has a non-deleted service with this name."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(InferenceService)
+            .where(
+                InferenceService.customer_id == customer_id,
+                InferenceService.name == name,
+                InferenceService.status != "deleted",
+            )
+        )
+        or 0
+    ) > 0
+
+
+def list_services(
+    session: Session,
+    customer_id: int,
+    *,
+    status: str | None = None,
+    workspace_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+) -> Sequence[InferenceService]:
+    """A page of the customer's services, oldest first, after a cursor id."""
+    query = select(InferenceService).where(InferenceService.customer_id == customer_id)
+    if status:
+        query = query.where(InferenceService.status == status)
+    if workspace_id is not None:
+        query = query.where(InferenceService.workspace_id == workspace_id)
+    if after_id is not None:
+        query = query.where(InferenceService.id > after_id)
+    return session.scalars(query.order_by(InferenceService.id).limit(limit)).all()
+
+
+def add_service(session: Session, **values: Any) -> InferenceService:
+    """Insert a service row."""
+    service = InferenceService(**values)
+    session.add(service)
+    session.flush()
+    return service
+
+
+def add_version(session: Session, service: InferenceService, **overrides: Any) -> ServiceVersion:
+    """Insert the next version of a service, inheriting its model and resources."""
+    number = (
+        session.scalar(
+            select(func.max(ServiceVersion.number)).where(ServiceVersion.service_id == service.id)
+        )
+        or 0
+    ) + 1
+    values: dict[str, Any] = {
+        "model_path": service.model_path,
+        "model_format": service.model_format,
+        "framework": service.framework,
+        **{field: getattr(service, field) for field in RESOURCE_FIELDS},
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    version = ServiceVersion(service_id=service.id, number=number, status="pending", **values)
+    session.add(version)
+    session.flush()
+    return version
+
+
+def get_version(session: Session, version_id: int) -> ServiceVersion | None:
+    """A version by primary key."""
+    return session.get(ServiceVersion, version_id)
+
+
+def version_by_number(session: Session, service_id: int, number: int) -> ServiceVersion | None:
+    """A version by its number within a service."""
+    return session.scalar(
+        select(ServiceVersion).where(
+            ServiceVersion.service_id == service_id, ServiceVersion.number == number
+        )
+    )
+
+
+def list_versions(session: Session, service_id: int) -> Sequence[ServiceVersion]:
+    """All versions of a service, oldest first."""
+    return session.scalars(
+        select(ServiceVersion)
+        .where(ServiceVersion.service_id == service_id)
+        .order_by(ServiceVersion.number)
+    ).all()
+
+
+def live_versions(session: Session, service_id: int) -> Sequence[ServiceVersion]:
+    """Versions that still have (or may have) objects in the runtime."""
+    return session.scalars(
+        select(ServiceVersion)
+        .where(ServiceVersion.service_id == service_id, ServiceVersion.status != "removed")
+        .order_by(ServiceVersion.number)
+    ).all()
+
+
+def serving_versions(session: Session, service_id: int) -> Sequence[ServiceVersion]:
+    """Versions that currently receive traffic."""
+    return session.scalars(
+        select(ServiceVersion)
+        .where(ServiceVersion.service_id == service_id, ServiceVersion.traffic_percent > 0)
+        .order_by(ServiceVersion.number)
+    ).all()
+
+
+def list_events(session: Session, service_id: int, limit: int = 500) -> Sequence[ServiceEvent]:
+    """The service's events, oldest first."""
+    return session.scalars(
+        select(ServiceEvent)
+        .where(ServiceEvent.service_id == service_id)
+        .order_by(ServiceEvent.at, ServiceEvent.id)
+        .limit(limit)
+    ).all()
+
+
+def running_services(session: Session, limit: int = 1000) -> Sequence[InferenceService]:
+    """Services that should be serving (drift reconcile)."""
+    return session.scalars(
+        select(InferenceService)
+        .where(InferenceService.status.in_(("running", "degraded")))
+        .order_by(InferenceService.id)
+        .limit(limit)
+    ).all()

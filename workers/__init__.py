@@ -1,0 +1,1 @@
+"""serveplane workers: Celery tasks, job handlers and runtime drivers."""

@@ -1,0 +1,1 @@
+"""Job execution: the step engine and one handler per job kind."""
