@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,7 +88,6 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="Deploy trained models as online REST inference services on Kubernetes.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     install_error_handlers(app)
     app.include_router(services_router)
@@ -100,7 +99,7 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "a dependency is down"}})
-    async def readyz(request: Request) -> ORJSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         """The database and the broker answer."""
         checks: dict[str, str] = {}
         try:
@@ -116,8 +115,8 @@ def create_app() -> FastAPI:
             checks["broker"] = f"unavailable: {type(exc).__name__}"
         ok = all(v == "ok" for v in checks.values())
         if ok:
-            return ORJSONResponse({"status": "ok", "checks": checks})
-        return ORJSONResponse(
+            return JSONResponse({"status": "ok", "checks": checks})
+        return JSONResponse(
             {"error": {"code": "not_ready", "message": "a dependency is unavailable",
                        "details": checks}},
             status_code=503,

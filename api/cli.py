@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from db.queue import jobs_queue, webhooks_queue
 from db.settings import get_settings
 
 app = typer.Typer(help="serveplane: deploy trained models as online inference services.",
@@ -52,7 +53,7 @@ def worker_argv(concurrency: int | None = None) -> list[str]:
         sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
         "--pool", "threads",
         "--concurrency", str(concurrency or settings.worker_concurrency),
-        "--queues", "serveplane.jobs,serveplane.webhooks",
+        "--queues", f"{jobs_queue()},{webhooks_queue()}",
         "--loglevel", "INFO",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]

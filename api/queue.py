@@ -7,7 +7,7 @@ import logging
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from db.queue import DELIVER_WEBHOOK_TASK, JOBS_QUEUE, RUN_JOB_TASK, WEBHOOKS_QUEUE
+from db.queue import RUN_JOB_TASK, task_routes
 from db.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,7 @@ def make_producer() -> Celery:
         broker_connection_retry=False,
         broker_connection_max_retries=0,
         broker_transport_options={"visibility_timeout": 3600, "max_retries": 0},
-        task_routes={
-            RUN_JOB_TASK: {"queue": JOBS_QUEUE},
-            DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE},
-        },
+        task_routes=task_routes(),
     )
     return app
 

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("KUBECONFIG", "SERVEPLANE_KUBECONFIG")
     )
     runtime: Literal["kubernetes", "local"] = "kubernetes"
+    queue_prefix: str = "serveplane"
     public_url: str = "http://127.0.0.1:8000"
 
     # Kubernetes objects

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from db.queue import DELIVER_WEBHOOK_TASK, JOBS_QUEUE, RUN_JOB_TASK, WEBHOOKS_QUEUE
+from db.queue import jobs_queue, task_routes
 from db.settings import get_settings
 
 
@@ -23,11 +23,8 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         # Longer than any countdown used (webhook retries are scheduled from PostgreSQL).
         broker_transport_options={"visibility_timeout": 3600},
-        task_routes={
-            RUN_JOB_TASK: {"queue": JOBS_QUEUE},
-            DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE},
-        },
-        task_default_queue=JOBS_QUEUE,
+        task_routes=task_routes(),
+        task_default_queue=jobs_queue(),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -34,25 +34,25 @@ def jobs_out(session: Session, jobs: Sequence[Job], *, with_customer: bool = Fal
                 finished_at=attempt.finished_at,
             )
         )
-    services = dict(
-        session.execute(
+    services: dict[int, str] = {
+        row[0]: row[1]
+        for row in session.execute(
             select(InferenceService.id, InferenceService.uuid).where(
                 InferenceService.id.in_({j.service_id for j in jobs})
             )
-        ).tuples()
-    )
+        )
+    }
     version_ids = {j.version_id for j in jobs if j.version_id}
-    versions = (
-        dict(
-            session.execute(
+    versions: dict[int, int] = {}
+    if version_ids:
+        versions = {
+            row[0]: row[1]
+            for row in session.execute(
                 select(ServiceVersion.id, ServiceVersion.number).where(
                     ServiceVersion.id.in_(version_ids)
                 )
-            ).tuples()
-        )
-        if version_ids
-        else {}
-    )
+            )
+        }
     return [
         JobOut(
             job_id=j.uuid,

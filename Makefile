@@ -1,0 +1,17 @@
+.PHONY: run test lint bench install
+
+install:
+	python -m pip install -e '.[test]'
+
+run:
+	serveplane dev
+
+test:
+	python -m pytest -q
+
+lint:
+	ruff check api db workers tests bench
+	mypy api db workers
+
+bench:
+	python -m bench.run_all
