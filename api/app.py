@@ -16,6 +16,7 @@ from api.errors import error_response, install_error_handlers
 from api.jobs.router import router as jobs_router
 from api.queue import make_producer
 from api.services.router import router as services_router
+from api.versions.router import router as versions_router
 from db.engine import create_api_engine
 from db.settings import get_settings
 
@@ -92,6 +93,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(services_router)
     app.include_router(jobs_router)
+    app.include_router(versions_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

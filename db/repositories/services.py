@@ -165,3 +165,15 @@ def running_services(session: Session, limit: int = 1000) -> Sequence[InferenceS
         .order_by(InferenceService.id)
         .limit(limit)
     ).all()
+
+
+def rollback_target(session: Session, service: InferenceService) -> ServiceVersion | None:
+    """The last version that served 100%, other than the newest version serving now."""
+    serving = [v for v in live_versions(session, service.id) if v.traffic_percent > 0]
+    current = max(serving, key=lambda v: v.number, default=None)
+    candidates = [
+        v
+        for v in list_versions(session, service.id)
+        if v.full_traffic_at is not None and (current is None or v.id != current.id)
+    ]
+    return max(candidates, key=lambda v: v.full_traffic_at, default=None)  # type: ignore[arg-type,return-value]

@@ -62,21 +62,3 @@ def _mirror_primary(service: InferenceService, version: ServiceVersion) -> None:
     service.cpu_cores = version.cpu_cores
     service.memory_gb = version.memory_gb
     service.gpu_count = version.gpu_count
-
-
-def rollback_target(
-    session: Session, service: InferenceService
-) -> ServiceVersion | None:
-    """The last version that served 100% other than the current sole primary or canary."""
-    versions = [v for v in services_repo.list_versions(session, service.id) if v.full_traffic_at]
-    if not versions:
-        return None
-    current = max(
-        (v for v in services_repo.live_versions(session, service.id) if v.traffic_percent > 0),
-        key=lambda v: v.number,
-        default=None,
-    )
-    candidates = [v for v in versions if current is None or v.id != current.id]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda v: v.full_traffic_at or utcnow())

@@ -1,0 +1,1 @@
+"""Model versions: add (canary), list, promote, rollback."""

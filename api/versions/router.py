@@ -1,0 +1,74 @@
+"""/api/inference/services/{id}/versions, promote and rollback."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import CurrentCustomer, SessionDep
+from api.services.router import accepted, commit_and_enqueue
+from api.services.schemas import JobAccepted
+from api.versions import service
+from api.versions.schemas import CreateVersionRequest, TrafficChangeRequest, VersionOut
+from db.settings import get_settings
+
+router = APIRouter(prefix="/api/inference/services/{service_id}", tags=["versions"])
+
+
+def _accepted(request: Request, service_id: str, result: service.Accepted) -> JSONResponse:
+    assert result.job is not None
+    return accepted(
+        request,
+        JobAccepted(service_id=service_id, job_id=result.job.uuid, status=result.service.status,
+                    service=result.service),
+    )
+
+
+@router.post("/versions", response_model=JobAccepted, status_code=202,
+             responses={409: {"description": "another job is active or not running"}})
+async def create_version(
+    service_id: str, body: CreateVersionRequest, request: Request, principal: CurrentCustomer,
+    session: SessionDep,
+) -> JSONResponse:
+    """Deploy a new version beside the current one; it receives canary_percent once ready."""
+    result = await session.run_sync(
+        service.create_version, principal.customer_id, service_id, body, get_settings()
+    )
+    await commit_and_enqueue(request, session, result)
+    return _accepted(request, service_id, result)
+
+
+@router.get("/versions", response_model=list[VersionOut])
+async def list_versions(
+    service_id: str, principal: CurrentCustomer, session: SessionDep
+) -> list[VersionOut]:
+    """Versions with status, traffic percent, replicas and times."""
+    return await session.run_sync(service.list_versions, principal.customer_id, service_id)
+
+
+@router.post("/versions/{number}/promote", response_model=JobAccepted, status_code=202)
+async def promote(
+    service_id: str, number: int, request: Request, principal: CurrentCustomer,
+    session: SessionDep, body: TrafficChangeRequest | None = Body(None),
+) -> JSONResponse:
+    """Give the version 100% of the traffic; the others are removed after the grace period."""
+    callback = body.callback_url if body else None
+    result = await session.run_sync(
+        service.promote, principal.customer_id, service_id, number, callback, get_settings()
+    )
+    await commit_and_enqueue(request, session, result)
+    return _accepted(request, service_id, result)
+
+
+@router.post("/rollback", response_model=JobAccepted, status_code=202)
+async def rollback(
+    service_id: str, request: Request, principal: CurrentCustomer, session: SessionDep,
+    body: TrafficChangeRequest | None = Body(None),
+) -> JSONResponse:
+    """Return all traffic to the last version that served 100%; the canary is removed."""
+    callback = body.callback_url if body else None
+    result = await session.run_sync(
+        service.rollback, principal.customer_id, service_id, callback, get_settings()
+    )
+    await commit_and_enqueue(request, session, result)
+    return _accepted(request, service_id, result)
