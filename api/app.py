@@ -13,6 +13,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers
+from api.idempotency import IdempotencyMiddleware
 from api.jobs.router import router as jobs_router
 from api.queue import make_producer
 from api.services.router import router as services_router
@@ -125,6 +126,7 @@ def create_app() -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 

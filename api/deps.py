@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.errors import Forbidden, Unauthorized
 from db.domain import hash_secret
@@ -37,33 +37,46 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 _token_cache: dict[str, tuple[float, Principal]] = {}
 
 
-def bearer_token(request: Request) -> str | None:
-    """The bearer token of the Authorization header, if any."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The bearer token of an Authorization header value, if any."""
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
 
 
-async def current_principal(request: Request, session: SessionDep) -> Principal:
-    """Authenticate the bearer token (cached briefly by its hash)."""
-    token = bearer_token(request)
+async def principal_for_token(
+    sessionmaker: async_sessionmaker[AsyncSession], authorization: str | None
+) -> Principal | None:
+    """The principal behind an Authorization header (cached briefly by token hash), or None."""
+    token = bearer_token(authorization)
     if token is None:
-        raise Unauthorized("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return None
     key = hash_secret(token)
     cached = _token_cache.get(key)
     now = time.monotonic()
     if cached is not None and cached[0] > now:
         return cached[1]
-    found = await session.run_sync(customers_repo.customer_for_token, token)
+    async with sessionmaker() as session:
+        found = await session.run_sync(customers_repo.customer_for_token, token)
     if found is None:
-        raise Unauthorized("invalid token", headers={"WWW-Authenticate": "Bearer"})
+        return None
     customer, is_admin = found
     principal = Principal(customer.id, customer.name, is_admin)
     if len(_token_cache) > 10_000:
         _token_cache.clear()
     _token_cache[key] = (now + TOKEN_CACHE_SECONDS, principal)
+    return principal
+
+
+async def current_principal(request: Request) -> Principal:
+    """Authenticate the request's bearer token; 401 when missing or unknown."""
+    authorization = request.headers.get("authorization")
+    if bearer_token(authorization) is None:
+        raise Unauthorized("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    principal = await principal_for_token(request.app.state.sessionmaker, authorization)
+    if principal is None:
+        raise Unauthorized("invalid token", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
