@@ -7,10 +7,14 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
+from db.engine import session_scope
 from db.queue import RUN_JOB_TASK
+from db.repositories import idempotency
+from db.settings import get_settings
 from workers.celery_app import app
 from workers.dispatcher import Dispatcher
 from workers.jobs.engine import advance_job
+from workers.jobs.reconcile import reconcile_services
 from workers.jobs.sweep import remove_retired_versions
 
 log = logging.getLogger(__name__)
@@ -23,9 +27,20 @@ def run_job(job_id: int) -> None:
     advance_job(job_id)
 
 
+def purge_idempotency_keys() -> int:
+    """Drop expired Idempotency-Key records."""
+    with session_scope() as session:
+        return idempotency.purge_expired(session)
+
+
 def chores() -> list[tuple[float, Any]]:
     """Periodic work the elected dispatcher runs: (interval seconds, function)."""
-    return [(1.0, remove_retired_versions)]
+    settings = get_settings()
+    return [
+        (1.0, remove_retired_versions),
+        (settings.reconcile_interval, reconcile_services),
+        (300.0, purge_idempotency_keys),
+    ]
 
 
 @worker_ready.connect
