@@ -43,10 +43,20 @@ TEST_ENV = {
     "SERVEPLANE_VERSION_GRACE_SECONDS": "1",
     "SERVEPLANE_PROGRESS_DEADLINE_SECONDS": "2",
     "SERVEPLANE_WORKER_CONCURRENCY": "8",
+    "SERVEPLANE_RECONCILE_INTERVAL": "0.5",
     "SERVEPLANE_WEBHOOK_RETRY_SCHEDULE": "0.2,0.4,0.8",
     "SERVEPLANE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,localhost",
 }
 os.environ.update(TEST_ENV)
+
+
+def reset_settings() -> None:
+    """Forget cached settings and runtime so the next use reads the environment again."""
+    from db.settings import get_settings
+    from workers.runtime import get_runtime
+
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
 
 
 def _create_database() -> None:
@@ -91,6 +101,7 @@ def fake_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     fake = FakeKube().start()
     path = fake.write_kubeconfig(str(tmp_path_factory.mktemp("kube") / "config"))
     os.environ["KUBECONFIG"] = path
+    reset_settings()
     yield fake
     fake.stop()
 
