@@ -1,0 +1,70 @@
+"""Event objects emitted by the simulated controllers and kubelet."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .resources import BY_PLURAL
+from .store import Store, now_iso
+
+EVENT = BY_PLURAL["events"]
+
+
+def owner_ref(api_version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """A controller ownerReference pointing at obj."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def emit_event(
+    store: Store,
+    involved: dict[str, Any],
+    etype: str,
+    reason: str,
+    message: str,
+    component: str,
+    host: str | None = None,
+) -> None:
+    """Store a core/v1 Event about `involved` (caller holds the store lock)."""
+    meta = involved["metadata"]
+    ns = meta.get("namespace", "default")
+    ts = now_iso()
+    source: dict[str, Any] = {"component": component}
+    if host:
+        source["host"] = host
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+            "namespace": ns,
+            "uid": str(uuid.uuid4()),
+            "creationTimestamp": ts,
+        },
+        "involvedObject": {
+            "kind": involved.get("kind"),
+            "namespace": ns,
+            "name": meta["name"],
+            "uid": meta.get("uid"),
+            "apiVersion": involved.get("apiVersion"),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "source": source,
+        "firstTimestamp": ts,
+        "lastTimestamp": ts,
+        "count": 1,
+        "type": etype,
+        "eventTime": None,
+        "reportingComponent": component,
+        "reportingInstance": host or "",
+    }
+    store.commit(EVENT, event, {})
