@@ -79,6 +79,7 @@ def route(method: str, path: str, query: dict[str, str], server_url: str) -> Rou
     if watch_prefix:
         rest = rest[1:]
     ns, name, sub = "", "", ""
+    res: ResourceInfo | None
     nested = (
         R.lookup(group, version, rest[2]) if len(rest) >= 3 and rest[0] == "namespaces" else None
     )
@@ -121,7 +122,8 @@ def route(method: str, path: str, query: dict[str, str], server_url: str) -> Rou
     return Route(verb, res, ns, name, sub, all_ns)
 
 
-def _selectors(res: ResourceInfo, query: dict[str, str]) -> tuple[Any, Any]:
+def selectors_for(res: ResourceInfo, query: dict[str, str]) -> tuple[Any, Any]:
+    """Parsed label and field selectors of a list/watch request (400 when malformed)."""
     try:
         label = parse_label_selector(query.get("labelSelector", ""))
         field = parse_field_selector(query.get("fieldSelector", ""), res.field_selectors)
@@ -133,7 +135,7 @@ def _selectors(res: ResourceInfo, query: dict[str, str]) -> tuple[Any, Any]:
 def select(fake: FakeKube, rt: Route, query: dict[str, str]) -> list[Entry]:
     """Entries matching a list request's namespace and selectors (no paging)."""
     assert rt.res is not None
-    label, field = _selectors(rt.res, query)
+    label, field = selectors_for(rt.res, query)
     out = []
     ns = None if rt.all_namespaces else rt.ns
     for entry in fake.store.entries(rt.res.plural, ns):

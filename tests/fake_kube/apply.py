@@ -265,12 +265,13 @@ def server_side_apply(
     if isinstance(meta, dict) and "managedFields" in meta:
         merge_src["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
     result = apply_merge(result, merge_src)
-    entry = managers.get(me)
-    if entry is None or entry.paths != new_paths or not entry.time:
+    mine = managers.get(me)
+    if mine is None or mine.paths != new_paths or not mine.time:
         managers[me] = ManagedEntry(set(new_paths), now, api_version)
     if not new_paths:
         managers.pop(me, None)
-    return result
+    merged: dict[str, Any] = result
+    return merged
 
 
 def grant(
@@ -282,12 +283,12 @@ def grant(
             entry.paths -= paths
             if not entry.paths:
                 del managers[other]
-    entry = managers.get(key)
-    if entry is None:
+    mine = managers.get(key)
+    if mine is None:
         managers[key] = ManagedEntry(set(paths), now, api_version)
-    elif not paths <= entry.paths:
-        entry.paths |= paths
-        entry.time = now
+    elif not paths <= mine.paths:
+        mine.paths |= paths
+        mine.time = now
 
 
 def track_update(

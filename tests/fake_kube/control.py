@@ -81,8 +81,8 @@ def _dispatch(
             obj = fake.get_object(None, parts[1], _ns(parts[2]), parts[3])
             return (200, obj) if obj is not None else (404, {"error": "not found"})
         if method == "GET" and len(parts) in (2, 3):
-            ns = _ns(parts[2]) if len(parts) == 3 else None
-            return 200, {"items": fake.list_objects(parts[1], ns)}
+            space = _ns(parts[2]) if len(parts) == 3 else None
+            return 200, {"items": fake.list_objects(parts[1], space)}
     if parts and parts[0] == "applied" and method == "GET" and len(parts) == 4:
         return 200, {"items": fake.applied_bodies(parts[1], _ns(parts[2]), parts[3])}
     return 404, {"error": f"unknown control endpoint {method} /_fake/{'/'.join(parts)}"}

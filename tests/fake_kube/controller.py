@@ -211,10 +211,10 @@ class Controller:
             self._scale_pods(ns, dep, sim, rs_obj, n, now)
             views = self._sync_pods(ns, sim, now)
             cur = [p for p in sim.pods.values() if p.rs_hash == sim.rs_hash]
-            if len(cur) == n and all(views[p.name].ready for p in cur if p.name in views):
-                for pod in [p for p in sim.pods.values() if p.rs_hash != sim.rs_hash]:
-                    self._delete_pod(ns, sim, pod.name)
-                    views.pop(pod.name, None)
+            if len(cur) == n and all(p.name in views and views[p.name].ready for p in cur):
+                for old in [p for p in sim.pods.values() if p.rs_hash != sim.rs_hash]:
+                    self._delete_pod(ns, sim, old.name)
+                    views.pop(old.name, None)
             self._sync_rs(ns, dep, sim, views)
             due = self._write_status(ns, dep, sim, views, n, now, progressed)
             nexts = [v.next_at for v in views.values() if v.next_at is not None]

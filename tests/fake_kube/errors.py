@@ -200,6 +200,16 @@ def too_many_requests(retry_after: int) -> ApiError:
     )
 
 
+def injected_fault(code: int, retry_after: int) -> ApiError:
+    """The Status an injected fault answers with (500, 429, 503 or 504)."""
+    if code == 429:
+        return too_many_requests(retry_after)
+    if code == 500:
+        return internal_error("fake fault injected")
+    reason = {503: "ServiceUnavailable", 504: "Timeout", 409: "Conflict"}.get(code, "Unknown")
+    return ApiError(code, reason, "fake fault injected", {})
+
+
 def gone(message: str) -> ApiError:
     """410 Expired (too old resource version / continue token)."""
     return ApiError(410, "Expired", message)

@@ -32,8 +32,8 @@ class FakeKube:
         self.controller = Controller(self.store)
         self.ops.hooks.append(self.controller.on_change)
         self.faults = Faults()
-        self._stats = Stats()  # request counters (see stats())
-        self.inflight = InFlight(self._stats)
+        self.counters = Stats()  # request counters (see stats())
+        self.inflight = InFlight(self.counters)
         self._server: ServerThread | None = None
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
@@ -155,7 +155,7 @@ class FakeKube:
             self.controller.reset()
             self._seed()
         self.faults.configure(FaultConfig())
-        self._stats.reset()
+        self.counters.reset()
 
     def set_default_behavior(self, behavior: Behavior) -> None:
         """Behaviour for deployments that match no rule (applies to rollouts from now on)."""
@@ -188,16 +188,16 @@ class FakeKube:
 
     def stats(self) -> dict[str, Any]:
         """Request counters: total, by_verb, by_verb_resource, faults_injected, ..."""
-        return self._stats.snapshot()
+        return self.counters.snapshot()
 
     def reset_stats(self) -> None:
         """Zero the request counters."""
-        self._stats.reset()
+        self.counters.reset()
 
     @property
     def concurrent_violations(self) -> int:
         """Mutating requests that arrived while another one for the same object was in flight."""
-        return self._stats.concurrent_violations
+        return self.counters.concurrent_violations
 
     # ---- direct store access -------------------------------------------------------------
     def get_object(

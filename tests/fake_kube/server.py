@@ -86,30 +86,19 @@ class App:
         except ApiError as err:
             await _respond(send, err.code, err.body(), err.headers)
             return
-        fake._stats.count(rt.verb, rt.stat_resource)
+        fake.counters.count(rt.verb, rt.stat_resource)
         fault = fake.faults.decide(path)
         key = _object_key(rt, raw) if rt.verb in api.MUTATING else None
         if key is not None:
             fake.inflight.enter(key)
         try:
             if fault is not None and fault[0] == "error":
-                fake._stats.fault()
-                err = (
-                    E.too_many_requests(fake.faults.config.retry_after)
-                    if fault[1] == 429
-                    else E.internal_error("fake fault injected")
-                    if fault[1] == 500
-                    else ApiError(
-                        fault[1],
-                        "ServiceUnavailable" if fault[1] == 503 else "Timeout",
-                        "fake fault injected",
-                        {},
-                    )
-                )
-                await _respond(send, err.code, err.body(), err.headers)
+                fake.counters.fault()
+                injected = E.injected_fault(int(fault[1]), fake.faults.config.retry_after)
+                await _respond(send, injected.code, injected.body(), injected.headers)
                 return
             if fault is not None and fault[0] == "hang":
-                fake._stats.fault()
+                fake.counters.fault()
                 if await self._hang(receive, float(fault[1])):
                     return
             if rt.verb == "watch":
@@ -122,8 +111,8 @@ class App:
                 code, body, extra = api.error_response(err)
             except Exception as exc:
                 logging.getLogger("fake_kube").exception("handler failed")
-                err = E.internal_error(f"fake_kube bug: {exc!r}")
-                code, body, extra = err.code, err.body(), {}
+                bug = E.internal_error(f"fake_kube bug: {exc!r}")
+                code, body, extra = bug.code, bug.body(), {}
             await _respond(send, code, body, extra)
         finally:
             if key is not None:
@@ -146,7 +135,7 @@ class App:
         res = rt.res
         assert res is not None
         try:
-            label, field = api._selectors(res, query)
+            label, field = api.selectors_for(res, query)
         except ApiError as err:
             await _respond(send, err.code, err.body())
             return
