@@ -76,22 +76,23 @@ class Dispatcher(threading.Thread):
             self._leader_conn = None
 
     def dispatch_due_jobs(self) -> int:
-        """Send every due job to the queue; mark each as in flight for one lease."""
+        """Send every due job to the queue; each is marked in flight for one lease first."""
         settings = get_settings()
         now = utcnow()
         with session_scope() as session:
-            due = jobs_repo.due_job_ids(session, now)
-        sent: list[int] = []
+            due = jobs_repo.claim_due_jobs(
+                session, now, now + timedelta(seconds=settings.job_lease_seconds)
+            )
+        unsent = [job_id for job_id, _ in due]
         try:
             for job_id, uuid in due:
                 self.app.send_task(RUN_JOB_TASK, args=[job_id], task_id=uuid)
-                sent.append(job_id)
+                unsent.remove(job_id)
         finally:
-            if sent:
+            if unsent:
                 with session_scope() as session:
-                    until = utcnow() + timedelta(seconds=settings.job_lease_seconds)
-                    jobs_repo.push_next_check(session, sent, until)
-        return len(sent)
+                    jobs_repo.make_due(session, unsent, utcnow())
+        return len(due) - len(unsent)
 
     def _run_chores(self) -> None:
         now = time.monotonic()

@@ -26,6 +26,7 @@ def create_job(
     version_id: int | None = None,
     payload: dict[str, Any] | None = None,
     callback_url: str | None = None,
+    dispatch_grace: float = 5.0,
 ) -> Job:
     """Insert a queued job."""
     job = Job(
@@ -39,18 +40,23 @@ def create_job(
         max_attempts=max_attempts,
         callback_url=callback_url,
         deadline_at=utcnow() + timedelta(seconds=deadline_seconds),
-        next_check_at=utcnow(),
+        # The API enqueues at once; the dispatcher sends it only if that enqueue was lost.
+        next_check_at=utcnow() + timedelta(seconds=dispatch_grace),
     )
     session.add(job)
     session.flush()
     return job
 
 
-def get_job(session: Session, uuid: str, *, customer_id: int | None = None) -> Job | None:
-    """A job by public id, scoped to a customer when given."""
+def get_job(
+    session: Session, uuid: str, *, customer_id: int | None = None, lock: bool = False
+) -> Job | None:
+    """A job by public id, scoped to a customer when given, optionally under a row lock."""
     query = select(Job).where(Job.uuid == uuid)
     if customer_id is not None:
         query = query.where(Job.customer_id == customer_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
     return session.scalar(query)
 
 
@@ -69,8 +75,10 @@ def list_jobs(
     since: datetime | None = None,
     after_id: int | None = None,
     limit: int = 50,
+    newest_first: bool = False,
 ) -> Sequence[Job]:
-    """A page of jobs matching the filters, oldest first, after a cursor id."""
+    """A page of jobs matching the filters after a cursor id (oldest first, or newest first
+    with ids below the cursor)."""
     query = select(Job)
     if customer_id is not None:
         query = query.where(Job.customer_id == customer_id)
@@ -82,6 +90,10 @@ def list_jobs(
         query = query.where(Job.kind == kind)
     if since is not None:
         query = query.where(Job.created_at >= since)
+    if newest_first:
+        if after_id is not None:
+            query = query.where(Job.id < after_id)
+        return session.scalars(query.order_by(Job.id.desc()).limit(limit)).all()
     if after_id is not None:
         query = query.where(Job.id > after_id)
     return session.scalars(query.order_by(Job.id).limit(limit)).all()
@@ -92,6 +104,17 @@ def active_job(session: Session, service_id: int) -> Job | None:
     return session.scalar(
         select(Job)
         .where(Job.service_id == service_id, Job.status.in_(ACTIVE))
+        .order_by(Job.id)
+        .limit(1)
+    )
+
+
+def newer_job(session: Session, job: Job) -> Job | None:
+    """The first job of the same service created after `job` that ever ran, if any."""
+    never_ran = (Job.status == "cancelled") & (Job.attempts == 0)
+    return session.scalar(
+        select(Job)
+        .where(Job.service_id == job.service_id, Job.id > job.id, ~never_ran)
         .order_by(Job.id)
         .limit(1)
     )
@@ -110,28 +133,33 @@ def lock_job(session: Session, job_id: int, *, skip_locked: bool = True) -> Job 
     return session.scalar(query)
 
 
-def due_job_ids(session: Session, now: datetime, limit: int = 500) -> list[tuple[int, str]]:
-    """Active jobs whose next check or lease is due: (id, uuid), oldest due first."""
-    rows = session.execute(
-        select(Job.id, Job.uuid)
+def claim_due_jobs(session: Session, now: datetime, until: datetime, limit: int = 500) -> list[tuple[int, str]]:
+    """Atomically take due active jobs for dispatch: their next check moves to `until`.
+
+    Moving the time before the task is sent means a worker's own rescheduling, which
+    happens after it receives the task, is never overwritten by the dispatcher.
+    """
+    due = (
+        select(Job.id)
         .where(
             Job.status.in_(ACTIVE),
             or_(Job.next_check_at.is_(None), Job.next_check_at <= now),
         )
         .order_by(Job.next_check_at.nulls_first())
         .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        update(Job).where(Job.id.in_(due)).values(next_check_at=until).returning(Job.id, Job.uuid)
     ).all()
     return [(row[0], row[1]) for row in rows]
 
 
-def push_next_check(session: Session, job_ids: Sequence[int], until: datetime) -> None:
-    """Mark jobs as handed to the queue until `until` (their lease for the dispatch)."""
+def make_due(session: Session, job_ids: Sequence[int], now: datetime) -> None:
+    """Hand jobs back to the next dispatch (their send failed)."""
     if job_ids:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.status.in_(ACTIVE))
-            .values(next_check_at=until)
-        )
+        session.execute(update(Job).where(Job.id.in_(job_ids)).values(next_check_at=now))
 
 
 def start_attempt(session: Session, job: Job) -> JobAttempt:

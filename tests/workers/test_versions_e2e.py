@@ -53,7 +53,7 @@ def test_canary_then_promote_then_rollback(client, customer, fake_kube):
     assert (rows[1]["traffic_percent"], rows[2]["traffic_percent"]) == (0, 100)
     wait_for(lambda: fake_kube.get_object("apps/v1", "deployments", ns, f"{name}-v1") is None,
              what="v1 removed after the grace period")
-    assert versions(client, headers, sid)[1]["status"] == "removed"
+    wait_for(lambda: versions(client, headers, sid)[1]["status"] == "removed", what="v1 removed")
 
     # Roll back to v1: it served 100% last; its objects are re-created, then traffic moves.
     response = client.post(f"/api/inference/services/{sid}/rollback", headers=headers)
