@@ -68,6 +68,17 @@ def worker(
     os.execv(argv[0], argv)
 
 
+@app.command()
+def dev(
+    host: str = typer.Option("127.0.0.1", help="Address the API binds."),
+    port: int = typer.Option(8000, help="Port the API binds."),
+) -> None:
+    """Run everything here: embedded PostgreSQL and Redis if unset, API, worker, local runtime."""
+    from api.dev import run_dev
+
+    raise typer.Exit(run_dev(host, port))
+
+
 @customers.command("create")
 def customers_create(
     name: str = typer.Argument(..., help="Customer name."),

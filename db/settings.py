@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     webhook_timeout: float = 15.0
     idempotency_ttl_hours: int = 24
 
+    # Local runtime (model servers as processes on the worker host) and `serveplane dev`
+    local_state_dir: str = "~/.serveplane/local"
+    local_stop_timeout: float = 5.0
+    local_start_timeout: float = 120.0
+
     # Limits on what a customer may ask for
     max_replicas_cap: int = 100
     max_cpu_cores: int = 64

@@ -177,3 +177,37 @@ def rollback_target(session: Session, service: InferenceService) -> ServiceVersi
         if v.full_traffic_at is not None and (current is None or v.id != current.id)
     ]
     return max(candidates, key=lambda v: v.full_traffic_at, default=None)  # type: ignore[arg-type,return-value]
+
+def services_with_versions_in(session: Session, statuses: tuple[str, ...]) -> Sequence[int]:
+    """Ids of non-deleted services having a version in one of `statuses` (local supervision)."""
+    return session.scalars(
+        select(InferenceService.id)
+        .where(
+            InferenceService.status.not_in(("deleting", "deleted")),
+            InferenceService.id.in_(
+                select(ServiceVersion.service_id).where(ServiceVersion.status.in_(statuses))
+            ),
+        )
+        .order_by(InferenceService.id)
+    ).all()
+
+
+def lock_service_if_free(session: Session, service_id: int) -> InferenceService | None:
+    """The service under a row lock, or None when someone else (a job step) holds it."""
+    return session.scalar(
+        select(InferenceService)
+        .where(InferenceService.id == service_id)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def versions_in(
+    session: Session, service_id: int, statuses: tuple[str, ...]
+) -> Sequence[ServiceVersion]:
+    """The service's versions in one of `statuses`, oldest first."""
+    return session.scalars(
+        select(ServiceVersion)
+        .where(ServiceVersion.service_id == service_id, ServiceVersion.status.in_(statuses))
+        .order_by(ServiceVersion.number)
+    ).all()
+
