@@ -18,6 +18,7 @@ from api.jobs.router import router as jobs_router
 from api.queue import make_producer
 from api.services.router import router as services_router
 from api.versions.router import router as versions_router
+from api.webhooks.router import router as webhooks_router
 from db.engine import create_api_engine
 from db.settings import get_settings
 
@@ -94,6 +95,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(services_router)
     app.include_router(jobs_router)
+    app.include_router(webhooks_router)
     app.include_router(versions_router)
 
     @app.get("/healthz", tags=["health"])

@@ -91,6 +91,22 @@ class Settings(BaseSettings):
             raise ValueError("namespace prefix must be lowercase alphanumerics and '-'")
         return value
 
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_is_seconds(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError("webhook retry schedule must be seconds separated by commas") from None
+        if any(d < 0 for d in delays):
+            raise ValueError("webhook retry delays must not be negative")
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> list[float]:
+        """Seconds before each webhook retry (attempt n waits delays[n-1]); empty = no retry."""
+        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
     def image_for(self, framework: str) -> str:
         """Container image configured for a framework."""
         return str(getattr(self, f"image_{framework}"))

@@ -1,0 +1,1 @@
+"""Webhook endpoints: register, list, delete, test, and their deliveries."""
