@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from . import deletion
 from . import errors as E
 from .apply import (
     ApplyConflict,
@@ -23,7 +24,7 @@ from .apply import (
 from .defaults import apply_defaults
 from .errors import ApiError, FieldError
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
-from .resources import BY_PLURAL, ResourceInfo
+from .resources import ResourceInfo
 from .selectors import selector_to_string
 from .store import Entry, Store, now_iso
 from .validation import validate
@@ -442,114 +443,18 @@ class Ops:
         details.update({"kind": res.plural, "causes": causes})
         return ApiError(409, "Conflict", msg, details)
 
-    # ---- delete --------------------------------------------------------------------------
+    # ---- delete (see deletion.py) ---------------------------------------------------------
     def delete(
         self, res: ResourceInfo, ns: str, name: str, options: dict[str, Any], dry_run: bool
     ) -> dict[str, Any]:
         """DELETE an object (with garbage collection of dependents)."""
-        old = self.require(res, ns, name)
-        meta = old.obj["metadata"]
-        pre = options.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != meta.get("uid"):
-            raise E.conflict(
-                res,
-                name,
-                f"Precondition failed: UID in precondition: {pre['uid']}"
-                f", UID in object meta: {meta.get('uid')}",
-            )
-        if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
-            raise E.conflict(
-                res,
-                name,
-                "Precondition failed: ResourceVersion in precondition: "
-                f"{pre['resourceVersion']}, ResourceVersion in object "
-                f"meta: {meta.get('resourceVersion')}",
-            )
-        policy = options.get("propagationPolicy")
-        if policy is None and options.get("orphanDependents") is True:
-            policy = "Orphan"
-        if policy not in (None, "Orphan", "Background", "Foreground"):
-            raise E.bad_request(f"propagationPolicy: Unsupported value: {policy!r}")
-        now = now_iso()
-        shown = copy.deepcopy(old.obj)
-        shown["metadata"]["deletionTimestamp"] = now
-        shown["metadata"]["deletionGracePeriodSeconds"] = 0
-        if dry_run:
-            return self._delete_response(res, shown, policy)
-        if meta.get("finalizers") and not meta.get("deletionTimestamp"):
-            new = copy.deepcopy(old.obj)
-            new["metadata"]["deletionTimestamp"] = now
-            entry = self.store.commit(res, new, copy_managers(old.managers))
-            self.notify(res.plural, ns, name)
-            return entry.obj
-        if meta.get("finalizers"):
-            return old.obj
-        self.delete_now(res, ns, name, policy or "Background")
-        return self._delete_response(res, shown, policy)
-
-    def _delete_response(
-        self, res: ResourceInfo, shown: dict[str, Any], policy: str | None
-    ) -> dict[str, Any]:
-        if res.plural == "namespaces":
-            shown.setdefault("status", {})["phase"] = "Terminating"
-            return shown
-        if res.plural in ("pods", "services") or policy == "Foreground":
-            if policy == "Foreground":
-                shown["metadata"]["finalizers"] = ["foregroundDeletion"]
-            return shown
-        details: dict[str, Any] = {"name": shown["metadata"]["name"]}
-        if res.group:
-            details["group"] = res.group
-        details.update({"kind": res.plural, "uid": shown["metadata"]["uid"]})
-        return {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Success",
-            "details": details,
-        }
+        return deletion.delete(self, res, ns, name, options, dry_run)
 
     def delete_now(
         self, res: ResourceInfo, ns: str, name: str, policy: str = "Background"
     ) -> Entry | None:
         """Remove an object immediately and garbage-collect what it owns."""
-        key_ns = ns if res.namespaced else ""
-        entry = self.store.get(res.plural, key_ns, name)
-        if entry is None:
-            return None
-        if res.plural == "namespaces":
-            for plural in list(self.store.data):
-                other = BY_PLURAL[plural]
-                if other.namespaced:
-                    for dep in list(self.store.entries(plural, name)):
-                        self.store.remove(other, name, dep.obj["metadata"]["name"])
-                        self.notify(plural, name, dep.obj["metadata"]["name"], True)
-        removed = self.store.remove(res, key_ns, name)
-        self.notify(res.plural, key_ns, name, True)
-        if res.namespaced:
-            self._collect(ns, entry.obj["metadata"].get("uid", ""), policy)
-        return removed
-
-    def _collect(self, ns: str, owner_uid: str, policy: str) -> None:
-        for plural in list(self.store.data):
-            dep_res = BY_PLURAL[plural]
-            if not dep_res.namespaced:
-                continue
-            for dep in list(self.store.entries(plural, ns)):
-                refs = dep.obj["metadata"].get("ownerReferences") or []
-                if not any(r.get("uid") == owner_uid for r in refs):
-                    continue
-                dname = dep.obj["metadata"]["name"]
-                if policy == "Orphan":
-                    new = copy.deepcopy(dep.obj)
-                    new["metadata"]["ownerReferences"] = [
-                        r for r in refs if r.get("uid") != owner_uid
-                    ]
-                    if not new["metadata"]["ownerReferences"]:
-                        del new["metadata"]["ownerReferences"]
-                    self.store.commit(dep_res, new, copy_managers(dep.managers))
-                else:
-                    self.delete_now(dep_res, ns, dname, policy)
+        return deletion.delete_now(self, res, ns, name, policy)
 
     # ---- scale subresource ---------------------------------------------------------------
     def scale_of(self, entry: Entry) -> dict[str, Any]:

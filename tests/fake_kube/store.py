@@ -88,6 +88,24 @@ class Store:
         self.data: dict[str, dict[str, dict[str, Entry]]] = {}
         self.events: deque[WatchEvent] = deque(maxlen=100_000)
         self.applied: dict[tuple[str, str, str], list[Any]] = {}
+        self.owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> dependents
+
+    def _index_owners(self, plural: str, ns: str, obj: dict[str, Any], add: bool) -> None:
+        for ref in obj["metadata"].get("ownerReferences") or ():
+            uid = ref.get("uid")
+            if not uid:
+                continue
+            deps = self.owned.setdefault(uid, set())
+            if add:
+                deps.add((plural, ns, obj["metadata"]["name"]))
+            else:
+                deps.discard((plural, ns, obj["metadata"]["name"]))
+                if not deps:
+                    del self.owned[uid]
+
+    def dependents(self, uid: str) -> list[tuple[str, str, str]]:
+        """(plural, namespace, name) of objects whose ownerReferences name this uid."""
+        return sorted(self.owned.get(uid, ()))
 
     def clear(self) -> None:
         """Drop every object, event and recorded body (resourceVersions keep increasing)."""
@@ -95,6 +113,7 @@ class Store:
             self.data.clear()
             self.events.clear()
             self.applied.clear()
+            self.owned.clear()
 
     def next_rv(self) -> int:
         """Allocate the next resourceVersion."""
@@ -136,7 +155,11 @@ class Store:
             meta.pop("managedFields", None)
         obj = ordered(obj)
         names = self.data.setdefault(res.plural, {}).setdefault(ns, {})
-        etype = "MODIFIED" if name in names else "ADDED"
+        old = names.get(name)
+        etype = "MODIFIED" if old is not None else "ADDED"
+        if old is not None:
+            self._index_owners(res.plural, ns, old.obj, False)
+        self._index_owners(res.plural, ns, obj, True)
         entry = Entry(obj, managers)
         names[name] = entry
         self.events.append((rv, etype, res.plural, ns, obj))
@@ -148,6 +171,7 @@ class Store:
         entry = names.pop(name, None)
         if entry is None:
             return None
+        self._index_owners(res.plural, ns, entry.obj, False)
         rv = self.next_rv()
         obj = dict(entry.obj)
         obj["metadata"] = dict(obj["metadata"], resourceVersion=str(rv))
