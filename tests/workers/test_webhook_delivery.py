@@ -279,10 +279,15 @@ def test_deploy_emits_signed_job_and_service_events(client, customer, receivers,
         assert verify(secret, request)["data"]["job"]["job_id"] == accepted["job_id"]
         with pytest.raises(WebhookVerificationError):
             verify(hook["secret"], request)
-    all_for_job = client.get(
-        "/api/webhooks/deliveries", params={"job_id": accepted["job_id"]}, headers=headers
-    ).json()["items"]
-    assert len(all_for_job) == 4 and {d["status"] for d in all_for_job} == {"succeeded"}
+
+    def settled() -> list[dict[str, Any]] | None:
+        items = client.get(
+            "/api/webhooks/deliveries", params={"job_id": accepted["job_id"]}, headers=headers
+        ).json()["items"]
+        return items if {d["status"] for d in items} == {"succeeded"} else None
+
+    all_for_job = wait_for(settled, what="every delivery of the job to succeed")
+    assert len(all_for_job) == 4
     assert sorted(d["webhook_id"] is None for d in all_for_job) == [False, False, True, True]
 
 
