@@ -13,6 +13,8 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers
+from api.gateway.router import InferenceGateway, create_pool
+from api.gateway.routes import ROUTES
 from api.idempotency import IdempotencyMiddleware
 from api.jobs.router import router as jobs_router
 from api.queue import make_producer
@@ -76,9 +78,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = sessionmaker
     app.state.producer = make_producer()
     app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app.state.upstreams = create_pool(settings)
+    ROUTES.configure(settings.gateway_route_ttl)
     try:
         yield
     finally:
+        await app.state.upstreams.aclose()
         await app.state.redis.aclose()
         await engine.dispose()
 
@@ -130,5 +135,7 @@ def create_app() -> FastAPI:
 
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Outermost: /inference/... never pays for the API's routing, body limit or idempotency.
+    app.add_middleware(InferenceGateway)
     return app
 

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     local_stop_timeout: float = 5.0
     local_start_timeout: float = 120.0
 
+    # Inference gateway (/inference/{service_id}/...)
+    gateway_timeout: float = 60.0
+    gateway_connect_timeout: float = 2.0
+    gateway_max_connections: int = 256
+    gateway_keepalive_expiry: float = 4.0
+    gateway_route_ttl: float = Field(1.0, ge=0.0, le=1.0)
+    gateway_max_body_bytes: int = 64 * 1024 * 1024
+
     # Limits on what a customer may ask for
     max_replicas_cap: int = 100
     max_cpu_cores: int = 64

@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from api import gateway
 from api.deps import CurrentCustomer, SessionDep
 from api.pagination import decode_cursor, encode_cursor
 from api.queue import enqueue_job
@@ -154,6 +155,7 @@ async def delete_service(
         service.delete_service, principal.customer_id, service_id, callback_url, settings
     )
     await commit_and_enqueue(request, session, result)
+    gateway.invalidate(service_id)  # inference answers 404 from now on in this process
     assert result.job is not None
     return accepted(
         request,
@@ -179,4 +181,5 @@ async def rotate_api_key(
     """A new API key, shown once; the old key stops working at once."""
     api_key = await session.run_sync(service.rotate_api_key, principal.customer_id, service_id)
     await session.commit()
+    gateway.invalidate(service_id)  # at once here; other API processes within the route TTL
     return ApiKeyRotated(service_id=service_id, api_key=api_key)

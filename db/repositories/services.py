@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from db.models import InferenceService, ServiceEvent, ServiceVersion
@@ -178,6 +178,7 @@ def rollback_target(session: Session, service: InferenceService) -> ServiceVersi
     ]
     return max(candidates, key=lambda v: v.full_traffic_at, default=None)  # type: ignore[arg-type,return-value]
 
+
 def services_with_versions_in(session: Session, statuses: tuple[str, ...]) -> Sequence[int]:
     """Ids of non-deleted services having a version in one of `statuses` (local supervision)."""
     return session.scalars(
@@ -211,3 +212,29 @@ def versions_in(
         .order_by(ServiceVersion.number)
     ).all()
 
+
+def gateway_snapshot(session: Session, uuid: str) -> Sequence[Row[Any]]:
+    """The gateway's view of a service, read in ONE statement so a traffic change is seen whole.
+
+    Rows of (name, status, api_key hash, version number, traffic_percent, endpoints): one per
+    version with traffic, or a single row with NULL version columns when none has traffic;
+    no rows for an unknown service.
+    """
+    return session.execute(
+        select(
+            InferenceService.name,
+            InferenceService.status,
+            InferenceService.api_key,
+            ServiceVersion.number,
+            ServiceVersion.traffic_percent,
+            ServiceVersion.endpoints,
+        )
+        .select_from(InferenceService)
+        .outerjoin(
+            ServiceVersion,
+            (ServiceVersion.service_id == InferenceService.id)
+            & (ServiceVersion.traffic_percent > 0),
+        )
+        .where(InferenceService.uuid == uuid)
+        .order_by(ServiceVersion.number)
+    ).all()
