@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.admin.page import router as admin_page_router
+from api.admin.router import router as admin_router
 from api.errors import error_response, install_error_handlers
 from api.gateway.router import InferenceGateway, create_pool
 from api.gateway.routes import ROUTES
@@ -102,6 +104,8 @@ def create_app() -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(webhooks_router)
     app.include_router(versions_router)
+    app.include_router(admin_router)
+    app.include_router(admin_page_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
