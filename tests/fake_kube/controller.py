@@ -388,20 +388,21 @@ class Controller:
             if entry is None:
                 continue
             total, ready = counts.get(h, [0, 0])
-            obj = copy.deepcopy(entry.obj)
+            obj = entry.obj
             if h != sim.rs_hash and obj["spec"].get("replicas") != total:
-                obj["spec"]["replicas"] = total
-                obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                gen = obj["metadata"].get("generation", 1) + 1
+                obj = {**obj, "spec": {**obj["spec"], "replicas": total},
+                       "metadata": {**obj["metadata"], "generation": gen}}  # fmt: skip
             counters = omit_zero(
                 {"fullyLabeledReplicas": total, "readyReplicas": ready, "availableReplicas": ready}
             )
-            obj["status"] = {
+            status = {
                 "replicas": total,
                 **counters,
                 "observedGeneration": obj["metadata"].get("generation", 1),
             }
-            if obj != entry.obj:
-                self.store.commit(RS, obj, entry.managers)
+            if obj is not entry.obj or obj.get("status") != status:
+                self.store.commit(RS, {**obj, "status": status}, entry.managers)
 
     def _write_status(
         self,

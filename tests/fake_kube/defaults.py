@@ -105,7 +105,7 @@ def service(obj: Obj) -> None:
             p.setdefault("protocol", "TCP")
             if "port" in p:
                 p.setdefault("targetPort", p["port"])
-    obj.setdefault("status", {"loadBalancer": {}})
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
 
 _SCALE_UP = {

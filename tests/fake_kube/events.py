@@ -9,6 +9,7 @@ from .resources import BY_PLURAL
 from .store import Store, now_iso
 
 EVENT = BY_PLURAL["events"]
+MAX_EVENTS = 5000  # like the real event TTL, old Events go away (oldest first past this count)
 
 
 def owner_ref(api_version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -68,3 +69,7 @@ def emit_event(
         "reportingInstance": host or "",
     }
     store.commit(EVENT, event, {})
+    store.event_order.append((ns, event["metadata"]["name"]))
+    while len(store.event_order) > MAX_EVENTS:
+        old_ns, old_name = store.event_order.popleft()
+        store.remove(EVENT, old_ns, old_name)

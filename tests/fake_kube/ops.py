@@ -250,7 +250,12 @@ class Ops:
         if not res.has_status:
             return
         old_status = old.obj.get("status") if old else None
-        if old_status is None:
+        if old is None:
+            # A new object starts with an empty status (the server serializes "status": {}).
+            new["status"] = (
+                {"desiredReplicas": 0} if res.plural == "horizontalpodautoscalers" else {}
+            )
+        elif old_status is None:
             new.pop("status", None)
         else:
             new["status"] = copy.deepcopy(old_status)

@@ -76,6 +76,7 @@ class Entry:
         return head[:-1] + (b"," + item[1:] if len(item) > 2 else b"}")
 
 
+EVENT_HISTORY = 20_000  # watch history kept (older resourceVersions get 410 Gone)
 WatchEvent = tuple[int, str, str, str, dict[str, Any]]  # rv, type, plural, namespace, object
 
 
@@ -86,9 +87,10 @@ class Store:
         self.lock = threading.RLock()
         self.rv = 1000
         self.data: dict[str, dict[str, dict[str, Entry]]] = {}
-        self.events: deque[WatchEvent] = deque(maxlen=100_000)
+        self.events: deque[WatchEvent] = deque(maxlen=EVENT_HISTORY)
         self.applied: dict[tuple[str, str, str], list[Any]] = {}
         self.owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> dependents
+        self.event_order: deque[tuple[str, str]] = deque()  # controller Events, oldest first
 
     def _index_owners(self, plural: str, ns: str, obj: dict[str, Any], add: bool) -> None:
         for ref in obj["metadata"].get("ownerReferences") or ():
@@ -114,6 +116,7 @@ class Store:
             self.events.clear()
             self.applied.clear()
             self.owned.clear()
+            self.event_order.clear()
 
     def next_rv(self) -> int:
         """Allocate the next resourceVersion."""
@@ -144,6 +147,7 @@ class Store:
 
     def commit(self, res: ResourceInfo, obj: dict[str, Any], managers: Managers) -> Entry:
         """Store a new version of an object: bump resourceVersion and log a watch event."""
+        obj = ordered(obj)  # new top-level and metadata dicts: callers may share the rest
         meta = obj["metadata"]
         ns = meta.get("namespace", "") if res.namespaced else ""
         name = meta["name"]
@@ -153,7 +157,6 @@ class Store:
             meta["managedFields"] = render_managed_fields(managers)
         else:
             meta.pop("managedFields", None)
-        obj = ordered(obj)
         names = self.data.setdefault(res.plural, {}).setdefault(ns, {})
         old = names.get(name)
         etype = "MODIFIED" if old is not None else "ADDED"
