@@ -40,15 +40,16 @@ def emit_event(
     source: dict[str, Any] = {"component": component}
     if host:
         source["host"] = host
+    event_meta = {
+        "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+        "namespace": ns,
+        "uid": str(uuid.uuid4()),
+        "creationTimestamp": ts,
+    }
     event = {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {
-            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-            "namespace": ns,
-            "uid": str(uuid.uuid4()),
-            "creationTimestamp": ts,
-        },
+        "metadata": event_meta,
         "involvedObject": {
             "kind": involved.get("kind"),
             "namespace": ns,
@@ -69,7 +70,7 @@ def emit_event(
         "reportingInstance": host or "",
     }
     store.commit(EVENT, event, {})
-    store.event_order.append((ns, event["metadata"]["name"]))
+    store.event_order.append((ns, str(event_meta["name"])))
     while len(store.event_order) > MAX_EVENTS:
         old_ns, old_name = store.event_order.popleft()
         store.remove(EVENT, old_ns, old_name)
