@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 Path = tuple[str, ...]
@@ -319,7 +320,12 @@ def track_update(
 
 
 def fields_v1(paths: set[Path]) -> dict[str, Any]:
-    """Render a path set as a FieldsV1 tree."""
+    """Render a path set as a FieldsV1 tree (shared result: treat as read-only)."""
+    return _fields_v1(frozenset(paths))
+
+
+@lru_cache(maxsize=8192)
+def _fields_v1(paths: frozenset[Path]) -> dict[str, Any]:
     root: dict[str, Any] = {}
     for p in paths:
         node = root

@@ -147,8 +147,7 @@ class Store:
 
     def commit(self, res: ResourceInfo, obj: dict[str, Any], managers: Managers) -> Entry:
         """Store a new version of an object: bump resourceVersion and log a watch event."""
-        obj = ordered(obj)  # new top-level and metadata dicts: callers may share the rest
-        meta = obj["metadata"]
+        meta = dict(obj["metadata"])  # callers may share everything but this copy
         ns = meta.get("namespace", "") if res.namespaced else ""
         name = meta["name"]
         rv = self.next_rv()
@@ -157,6 +156,7 @@ class Store:
             meta["managedFields"] = render_managed_fields(managers)
         else:
             meta.pop("managedFields", None)
+        obj = ordered({**obj, "metadata": meta})
         names = self.data.setdefault(res.plural, {}).setdefault(ns, {})
         old = names.get(name)
         etype = "MODIFIED" if old is not None else "ADDED"
