@@ -39,19 +39,10 @@ def api_client(fake: FakeKube, tmp_path_factory: pytest.TempPathFactory) -> clie
 
 
 @pytest.fixture(autouse=True)
-def _fresh(fake: FakeKube) -> None:
+def _fresh(fake: FakeKube, api_client: client.ApiClient) -> None:
     fake.reset()
-    fake.store.lock.acquire()
-    try:
-        fake.ops.create(fake_res("namespaces"), "", {"metadata": {"name": NS}}, "test", False)
-    finally:
-        fake.store.lock.release()
-
-
-def fake_res(plural: str) -> Any:
-    from tests.fake_kube.resources import BY_PLURAL
-
-    return BY_PLURAL[plural]
+    client.CoreV1Api(api_client).create_namespace({"metadata": {"name": NS}})
+    fake.reset_stats()
 
 
 @pytest.fixture
@@ -463,6 +454,15 @@ def test_hpa_owns_replicas(
     autoscaling.delete_namespaced_horizontal_pod_autoscaler("web", NS)
     apply(apps, deployment("web", replicas=2))
     assert raw(api_client, "web")["spec"]["replicas"] == 2
+    # An HPA that exists before its deployment: the defaulted replicas (1) go up to minReplicas.
+    autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "web2", NS, {**hpa, "metadata": {"name": "web2"}, "spec": {
+            **hpa["spec"], "scaleTargetRef": {"kind": "Deployment", "name": "web2"}}},
+        _content_type=APPLY, field_manager="serveplane")  # fmt: skip
+    missing = autoscaling.read_namespaced_horizontal_pod_autoscaler("web2", NS)
+    assert missing.status.conditions[0].reason == "FailedGetScale"
+    apply(apps, deployment("web2", replicas=None))
+    assert raw(api_client, "web2")["spec"]["replicas"] == 3
 
 
 def test_status_subresource(apps: client.AppsV1Api, api_client: client.ApiClient) -> None:
@@ -881,3 +881,30 @@ def test_standalone_mode(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_control_api(fake: FakeKube, apps: client.AppsV1Api, api_client: client.ApiClient) -> None:
+    def post(path: str, body: Any = None, method: str = "POST") -> tuple[int, Any]:
+        return http(fake, method, "/_fake/" + path, body)
+
+    assert post("default-behavior", {"mode": "never_ready"}) == (200, {"ok": True})
+    apply(apps, deployment("web"))
+    assert "readyReplicas" not in raw(api_client, "web")["status"]
+    assert post(f"deployments/{NS}/web/behavior", {"behavior": {"mode": "ready"}})[0] == 200
+    assert raw(api_client, "web")["status"]["readyReplicas"] == 1
+    assert post(f"deployments/{NS}/web/replicas", {"replicas": 2})[0] == 200
+    assert raw(api_client, "web")["spec"]["replicas"] == 2
+    assert post("rules", {"name_regex": "bad-.*", "behavior": {"mode": "crash_loop"}})[0] == 200
+    assert (
+        post("faults", {"error_rate": 1.0, "codes": [500], "path_regex": "/configmaps"})[0] == 200
+    )
+    assert http(fake, "GET", f"/api/v1/namespaces/{NS}/configmaps")[0] == 500
+    assert post("faults", {})[0] == 200
+    code, stats = http(fake, "GET", "/_fake/stats")
+    assert code == 200 and stats["faults_injected"] == 1
+    assert post(f"objects/deployments/{NS}/web", method="DELETE")[0] == 200
+    assert fake.get_object("apps/v1", "deployments", NS, "web") is None
+    assert post("rules", method="DELETE")[0] == 200 and post("stats/reset")[0] == 200
+    assert post("reset")[0] == 200
+    assert fake.get_object("v1", "namespaces", None, NS) is None
+    assert post("nothing")[0] == 404
