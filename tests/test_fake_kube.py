@@ -680,6 +680,15 @@ def test_failing_container_modes(
         assert "back-off" in cs.state.waiting.message
     if mode == "image_pull_backoff":
         assert cs.state.waiting.message == 'Back-off pulling image "repo/model:1"'
+    pod_name = pods_of(core, "web")[0].metadata.name
+    if mode == "crash_loop":
+        assert "RuntimeError" in core.read_namespaced_pod_log(pod_name, NS)
+    else:
+        with pytest.raises(ApiException) as err:
+            core.read_namespaced_pod_log(pod_name, NS)
+        assert (
+            err.value.status == 400 and "is waiting to start" in status_body(err.value)["message"]
+        )
     d = raw(api_client, "web")
     assert "availableReplicas" not in d["status"]
     if mode == "crash_loop":

@@ -11,6 +11,7 @@ import yaml
 
 from . import errors as E
 from . import resources as R
+from .behavior import pod_log
 from .errors import ApiError
 from .ops import APPLY, PATCH_TYPES, parse_apply_body, parse_json, patch_document
 from .resources import ResourceInfo
@@ -26,7 +27,7 @@ from .store import Entry, dumps
 if TYPE_CHECKING:
     from .fake import FakeKube
 
-Body = bytes | dict[str, Any]
+Body = bytes | str | dict[str, Any]  # str bodies are served as text/plain
 MUTATING = ("create", "update", "patch", "delete", "deletecollection")
 
 
@@ -99,6 +100,8 @@ def route(method: str, path: str, query: dict[str, str], server_url: str) -> Rou
         sub = tail[1]
         if sub not in res.subresources:
             raise E.path_not_found()
+        if sub == "log" and method != "GET":
+            raise E.method_not_allowed()
     all_ns = res.namespaced and not ns
     if method == "GET":
         if name:
@@ -237,6 +240,8 @@ def handle(
             entry = ops.require(res, rt.ns, rt.name)
             if rt.sub == "scale":
                 return 200, ops.scale_of(entry)
+            if rt.sub == "log":
+                return 200, pod_log(entry.obj, query.get("container"))
             return 200, entry.full_bytes()
         if rt.verb == "list":
             return 200, list_body(fake, rt, query)

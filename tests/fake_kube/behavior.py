@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import errors as E
 from .store import now_iso
 
 MODES = (
@@ -274,3 +275,33 @@ def pod_view(
         "qosClass": qos,
     }
     return PodView(st, ready, True, next_at, events)
+
+
+def pod_log(pod: dict[str, Any], container: str | None) -> str:
+    """Text of GET pods/{name}/log, or raise 400 like the kubelet for waiting containers."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    names = [c.get("name") for c in spec.get("containers") or []]
+    if container is None:
+        if len(names) != 1:
+            raise E.bad_request(f"a container name must be specified for pod {meta['name']}, "
+                                f"choose one of: [{' '.join(map(str, names))}]")  # fmt: skip
+        container = str(names[0])
+    elif container not in names:
+        raise E.bad_request(f"container {container} is not valid for pod {meta['name']}")
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    cs = next((c for c in statuses if c.get("name") == container), None)
+    waiting = ((cs or {}).get("state") or {}).get("waiting") or {}
+    reason = waiting.get("reason", "ContainerCreating")
+    if cs is None or (reason != "CrashLoopBackOff" and waiting):
+        if reason in ("ErrImagePull", "ImagePullBackOff"):
+            reason = "trying and failing to pull image"
+        raise E.bad_request(
+            f'container "{container}" in pod "{meta["name"]}" is waiting to start: {reason}'
+        )
+    lines = [f"INFO starting model server container={container}", "INFO loading model"]
+    if reason == "CrashLoopBackOff":
+        lines += ["Traceback (most recent call last):", '  File "/app/server.py", line 42',
+                  "RuntimeError: failed to load model"]  # fmt: skip
+    else:
+        lines.append("INFO listening on 0.0.0.0:8080")
+    return "\n".join(lines) + "\n"

@@ -98,7 +98,9 @@ RESOURCES: list[ResourceInfo] = [
         ("status.phase",),
     ),
     ResourceInfo("nodes", "Node", "", "v1", False, ("no",), ("status",)),
-    ResourceInfo("pods", "Pod", "", "v1", True, ("po",), ("status",), False, ("all",), _POD_FIELDS),
+    ResourceInfo(
+        "pods", "Pod", "", "v1", True, ("po",), ("status", "log"), False, ("all",), _POD_FIELDS
+    ),
     ResourceInfo("services", "Service", "", "v1", True, ("svc",), ("status",), False, ("all",)),
     ResourceInfo("events", "Event", "", "v1", True, ("ev",), (), False, (), _EVENT_FIELDS),
     ResourceInfo("configmaps", "ConfigMap", "", "v1", True, ("cm",)),
@@ -232,7 +234,7 @@ def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": ["get", "patch", "update"],
+                "verbs": ["get"] if sub == "log" else ["get", "patch", "update"],
             }
             if sub == "scale":
                 sub_entry.update({"group": "autoscaling", "version": "v1", "kind": "Scale"})

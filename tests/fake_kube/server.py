@@ -42,8 +42,12 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _respond(send: Send, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-    raw = body if isinstance(body, bytes) else dumps(body)
-    hdrs = [*list(JSON_HEADERS), (b"content-length", str(len(raw)).encode())]
+    if isinstance(body, str):
+        raw, hdrs = body.encode(), [(b"content-type", b"text/plain")]
+    else:
+        raw = body if isinstance(body, bytes) else dumps(body)
+        hdrs = list(JSON_HEADERS)
+    hdrs.append((b"content-length", str(len(raw)).encode()))
     for k, v in (headers or {}).items():
         hdrs.append((k.lower().encode(), v.encode()))
     await send({"type": "http.response.start", "status": code, "headers": hdrs})
