@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ class DevStack:
 
     def start_postgres(self) -> str:
         """An embedded PostgreSQL (pgserver) on a unix socket; returns its database URL."""
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (pgserver then uses /tmp).
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         try:
             import pgserver
         except ImportError:
@@ -61,7 +64,13 @@ class DevStack:
         data.mkdir(parents=True, exist_ok=True)
         _prune_pgserver_handles(data)
         # As root, pgserver runs initdb/postgres as a `pgserver` system user it creates.
-        self.postgres = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
+        try:
+            self.postgres = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise DevError(
+                f"the embedded PostgreSQL (pgserver) did not start in {data}: {exc}; "
+                "set DATABASE_URL to use another PostgreSQL"
+            ) from None
         uri = str(self.postgres.get_uri())
         import psycopg
 
@@ -275,18 +284,26 @@ def _wait_ready(stack: DevStack, api_url: str, stop: threading.Event) -> bool:
 
 def _print_banner(stack: DevStack, api_url: str, token: str, customer_id: int) -> None:
     runtime = stack.env.get("SERVEPLANE_RUNTIME", "kubernetes")
-    example = (
+    deploy = (
         f"curl -X POST {api_url}/api/inference/services \\\n"
         f"  -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
         '  -d \'{"name": "my-model", "model_path": "/absolute/path/model.onnx", '
         '"framework": "onnxruntime"}\''
+    )
+    infer = (
+        f"curl -X POST {api_url}/inference/<service_id>/v2/models/my-model/infer \\\n"
+        "  -H 'Authorization: Bearer <api_key>' -H 'Content-Type: application/json' \\\n"
+        '  -d \'{"inputs": [{"name": "<input>", "shape": [1, 4], "datatype": "FP32", '
+        '"data": [1, 2, 3, 4]}]}\''
     )
     print(
         f"\nserveplane is running (runtime: {runtime})\n"
         f"  API:    {api_url}   (docs: {api_url}/docs)\n"
         f"  token:  {token}\n"
         f"  logs:   {stack.logs}\n\n"
-        f"Deploy a model:\n{example}\n\nPress Ctrl-C to stop everything.\n",
+        f"Deploy a model (the answer holds service_id and api_key):\n{deploy}\n\n"
+        f"Call it once its status is running:\n{infer}\n\n"
+        "Press Ctrl-C to stop everything.\n",
         flush=True,
     )
     info = {

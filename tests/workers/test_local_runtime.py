@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,13 +50,18 @@ def spec_for(model: Path | str, replicas: int = 1, **overrides: Any) -> VersionS
 
 
 def scaled(spec: VersionSpec, replicas: int) -> VersionSpec:
-    values = {**spec.__dict__, "replicas": replicas, "min_replicas": replicas,
-              "max_replicas": replicas}
+    values = {
+        **spec.__dict__,
+        "replicas": replicas,
+        "min_replicas": replicas,
+        "max_replicas": replicas,
+    }
     return VersionSpec(**values)
 
 
-def wait_state(rt: LocalRuntime, spec: VersionSpec, state: str, timeout: float = 30.0
-               ) -> RolloutStatus:
+def wait_state(
+    rt: LocalRuntime, spec: VersionSpec, state: str, timeout: float = 30.0
+) -> RolloutStatus:
     def reached() -> RolloutStatus | None:
         status = rt.rollout_status(spec)
         return status if status.state == state else None
@@ -64,8 +70,16 @@ def wait_state(rt: LocalRuntime, spec: VersionSpec, state: str, timeout: float =
 
 
 def infer(url: str, x: list[list[float]], name: str = "linear") -> list[float]:
-    body = {"inputs": [{"name": "x", "shape": [len(x), 2], "datatype": "FP32",
-                        "data": [v for row in x for v in row]}]}
+    body = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [len(x), 2],
+                "datatype": "FP32",
+                "data": [v for row in x for v in row],
+            }
+        ]
+    }
     response = httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=5)
     assert response.status_code == 200, response.text
     return list(response.json()["outputs"][0]["data"])
@@ -102,7 +116,8 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
     yield rt
     rt.stop_all()
     leftovers = [
-        p for p in psutil.process_iter(["cmdline", "status"])
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
         if p.info["status"] != psutil.STATUS_ZOMBIE
         and any(str(tmp_path) in part for part in (p.info["cmdline"] or []))
     ]
@@ -189,8 +204,11 @@ def test_repair_waits_for_the_crash_backoff(runtime: LocalRuntime, model: Path) 
     kill_replica(runtime, first)
     runtime.repair(spec)  # right after the crash: not yet (0.5 s backoff)
     assert runtime.replicas(spec)[0].pid == first.pid
-    wait_for(lambda: (runtime.repair(spec), runtime.replicas(spec)[0].pid != first.pid)[1],
-             5, what="repair to restart the replica")
+    wait_for(
+        lambda: (runtime.repair(spec), runtime.replicas(spec)[0].pid != first.pid)[1],
+        5,
+        what="repair to restart the replica",
+    )
     assert wait_state(runtime, spec, "ready").ready_replicas == 1
 
 
@@ -221,8 +239,11 @@ def test_framework_without_its_binary_fails_clearly(
     monkeypatch.setenv("PATH", str(empty))
     models = tmp_path / "saved_model"
     (models / "1").mkdir(parents=True)
-    for framework, binary in (("tfserving", "tensorflow_model_server"),
-                              ("torchserve", "torchserve"), ("triton", "tritonserver")):
+    for framework, binary in (
+        ("tfserving", "tensorflow_model_server"),
+        ("torchserve", "torchserve"),
+        ("triton", "tritonserver"),
+    ):
         with pytest.raises(RuntimeError_) as caught:
             runtime.apply(spec_for(models, framework=framework))
         assert caught.value.reason == "ModelServerNotInstalled"
@@ -275,9 +296,13 @@ def test_new_runtime_adopts_live_processes_and_forgets_dead_ones(
     survivor, victim = runtime.replicas(spec)
     kill_replica(runtime, victim)
     # A record whose pid is alive but runs another command (pid reuse) must not be adopted.
-    impostor = {**json.loads((runtime.state_dir / "replicas" / f"{survivor.key}.json")
-                             .read_text()), "index": 7, "pid": os.getpid(),
-                "log_path": str(tmp_path / "impostor.log"), "workdir": str(tmp_path / "imp")}
+    impostor = {
+        **json.loads((runtime.state_dir / "replicas" / f"{survivor.key}.json").read_text()),
+        "index": 7,
+        "pid": os.getpid(),
+        "log_path": str(tmp_path / "impostor.log"),
+        "workdir": str(tmp_path / "imp"),
+    }
     impostor_file = runtime.state_dir / "replicas" / f"{spec.service_uuid}-v1-r7.json"
     impostor_file.write_text(json.dumps(impostor))
 
@@ -341,10 +366,20 @@ def test_supervisor_refreshes_endpoints_and_restarts_dead_replicas(
     customer = create_customer("local-watch")
     with session_scope() as session:
         service = services_repo.add_service(
-            session, uuid=f"svc-{secrets.token_hex(6)}", customer_id=customer["customer_id"],
-            name=unique_name("lin"), model_path=str(model), model_format="onnx",
-            framework="onnxruntime", status="running", replicas=2, min_replicas=2,
-            max_replicas=2, cpu_cores=1, memory_gb=1, gpu_count=0,
+            session,
+            uuid=f"svc-{secrets.token_hex(6)}",
+            customer_id=customer["customer_id"],
+            name=unique_name("lin"),
+            model_path=str(model),
+            model_format="onnx",
+            framework="onnxruntime",
+            status="running",
+            replicas=2,
+            min_replicas=2,
+            max_replicas=2,
+            cpu_cores=1,
+            memory_gb=1,
+            gpu_count=0,
         )
         version = services_repo.add_version(session, service)
         version.status, version.traffic_percent = "ready", 100
@@ -360,8 +395,11 @@ def test_supervisor_refreshes_endpoints_and_restarts_dead_replicas(
     runtime = get_runtime()
     assert isinstance(runtime, LocalRuntime) and runtime.state_dir == local_settings.resolve()
     supervise_local_versions()  # a ready version without replicas (after a restart): started
-    wait_for(lambda: (supervise_local_versions(), len(column()) == 2)[1], 30,
-             what="the chore to publish both replicas")
+    wait_for(
+        lambda: (supervise_local_versions(), len(column()) == 2)[1],
+        30,
+        what="the chore to publish both replicas",
+    )
     before = column()
     assert sorted(before) == sorted(runtime.endpoints(spec))
 
@@ -370,8 +408,11 @@ def test_supervisor_refreshes_endpoints_and_restarts_dead_replicas(
     assert supervise_local_versions() == 1
     assert column() == [u for u in before if u != victim.url]  # dropped at once
 
-    wait_for(lambda: (supervise_local_versions(), len(column()) == 2)[1], 30,
-             what="the dead replica to be restarted and published")
+    wait_for(
+        lambda: (supervise_local_versions(), len(column()) == 2)[1],
+        30,
+        what="the dead replica to be restarted and published",
+    )
     after = column()
     assert victim.url not in after
     restarted = runtime.replicas(spec)[0]
@@ -385,3 +426,77 @@ def test_supervisor_refreshes_endpoints_and_restarts_dead_replicas(
         services_repo.lock_service(session, service.id)
         assert supervise_local_versions() == 0
     assert supervise_local_versions() == 1
+
+
+FAKE_SERVER = '''#!{python}
+"""Stands in for {binary}: speaks just its readiness endpoint on the port it was given."""
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+args = sys.argv[1:]
+flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+if "rest_api_port" in flags:  # tensorflow_model_server
+    port, path = int(flags["rest_api_port"]), "/v1/models/" + flags["model_name"]
+    body = {{"model_version_status": [{{"version": "1", "state": "AVAILABLE"}}]}}
+elif "--ts-config" in args:  # torchserve
+    config = open(args[args.index("--ts-config") + 1]).read().splitlines()
+    address = [line.split("=", 1)[1] for line in config if line.startswith("inference_address")]
+    port, path, body = int(address[0].rsplit(":", 1)[1]), "/ping", {{"status": "Healthy"}}
+else:  # tritonserver
+    port, path, body = int(flags["http-port"]), "/v2/models/{name}/ready", {{}}
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        data = json.dumps(body).encode() if self.path == path else b"{{}}"
+        self.send_response(200 if self.path == path else 404)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+@pytest.mark.parametrize(
+    ("framework", "binary", "layout"),
+    [
+        ("tfserving", "tensorflow_model_server", "saved_model/1/saved_model.pb"),
+        ("torchserve", "torchserve", "store/linear.mar"),
+        ("triton", "tritonserver", "repository/linear/config.pbtxt"),
+    ],
+)
+def test_other_frameworks_run_their_binary_with_ports_the_probe_uses(
+    runtime: LocalRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    framework: str,
+    binary: str,
+    layout: str,
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / binary
+    script.write_text(FAKE_SERVER.format(python=sys.executable, binary=binary, name="linear"))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    model_file = tmp_path / layout
+    model_file.parent.mkdir(parents=True)
+    model_file.write_bytes(b"model")
+    model_dir = tmp_path / layout.split("/")[0]
+
+    spec = spec_for(model_dir, replicas=2, framework=framework)
+    runtime.apply(spec)
+    status = wait_state(runtime, spec, "ready")
+    assert len(status.endpoints) == 2
+    replicas = runtime.replicas(spec)
+    assert all(r.command[0] == str(script) for r in replicas)
+    ports = [p for r in replicas for p in (r.port, *r.extra_ports)]
+    assert len(ports) == len(set(ports))  # gRPC/metrics/management ports never collide
+    if framework == "torchserve":
+        assert "linear=linear.mar" in replicas[0].command
+        config = (Path(replicas[0].workdir) / "config.properties").read_text()
+        assert f"inference_address=http://127.0.0.1:{replicas[0].port}" in config
+    runtime.delete_version(spec)
+    assert runtime.version_gone(spec)
