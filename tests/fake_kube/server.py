@@ -232,7 +232,7 @@ class ServerThread:
             access_log=False,
             lifespan="off",
             http=http,
-            loop="asyncio",
+            loop="auto",
             timeout_keep_alive=300,
             timeout_graceful_shutdown=2,
             backlog=4096,
