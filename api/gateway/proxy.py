@@ -196,13 +196,15 @@ async def forward(
         head = request_head(
             method_bytes, upstream.base_path + target, upstream.authority, incoming.forward, framing
         )
-        conn: Connection | None = None
         try:
             conn = await pool.request(upstream, head, body, head_only=method == "HEAD")
-            payload = await conn.read_all(pool.timeout) if conn.complete or _small(conn) else None
-        except UpstreamError as exc:
-            if conn is not None:
+            try:
+                small = conn.complete or _small(conn)
+                payload = await conn.read_all(pool.timeout) if small else None
+            except BaseException:
                 pool.release(conn, reuse=False)
+                raise
+        except UpstreamError as exc:
             error = exc
             log.warning(
                 "gateway %s v%d via %s: %s", service, version.number, upstream.url, exc.message

@@ -99,9 +99,11 @@ class Connection(asyncio.Protocol):
         self._write_waiter: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.begin(head_only=False)
+        self.active = False
 
     def begin(self, *, head_only: bool) -> None:
         """Reset the per-exchange state before sending a request."""
+        self.active = True
         self.head_only = head_only
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -120,6 +122,9 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self.active:  # bytes nobody asked for: this connection cannot be trusted
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -339,6 +344,7 @@ class UpstreamPool:
         if host is None:  # the pool was closed meanwhile
             conn.close()
             return
+        conn.active = False
         if reuse and conn.complete and conn.reusable and not conn.closed and not conn.chunks:
             conn.idle_since = time.monotonic()
             host.idle.append(conn)
@@ -350,6 +356,10 @@ class UpstreamPool:
             if not waiter.done():
                 waiter.set_result(None)
                 break
+
+    def connections(self) -> dict[str, tuple[int, int]]:
+        """Open and idle connections per upstream address (`host:port`)."""
+        return {f"{key[0]}:{key[1]}": (h.count, len(h.idle)) for key, h in self._hosts.items()}
 
     async def aclose(self) -> None:
         """Close every idle connection (in-flight ones close when released)."""

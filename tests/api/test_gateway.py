@@ -223,6 +223,16 @@ def owner(database: str) -> dict[str, Any]:
     return create_customer(f"gw-{secrets.token_hex(3)}")
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_connections(app: Any) -> Iterator[None]:
+    """After every test, each upstream connection is either idle in the pool or closed."""
+    yield
+    pool = getattr(app.state, "upstreams", None)
+    if pool is not None:
+        for address, (open_, idle) in pool.connections().items():
+            assert open_ == idle, f"{address}: {open_} open, only {idle} idle"
+
+
 # ---------------------------------------------------------------------------------------------
 # Inference and the OIP v2 read endpoints
 # ---------------------------------------------------------------------------------------------
