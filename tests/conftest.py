@@ -126,11 +126,10 @@ class WorkerProcess:
         self.kills = 0
 
     def start(self) -> WorkerProcess:
-        from api.cli import worker_argv
-
         log = open(self.log_path, "ab")  # noqa: SIM115 - the subprocess owns it
+        # `serveplane worker` reads its settings (queues, concurrency) from this env.
         self.proc = subprocess.Popen(
-            worker_argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "api.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
