@@ -456,9 +456,16 @@ def test_hpa_owns_replicas(
     assert raw(api_client, "web")["spec"]["replicas"] == 2
     # An HPA that exists before its deployment: the defaulted replicas (1) go up to minReplicas.
     autoscaling.patch_namespaced_horizontal_pod_autoscaler(
-        "web2", NS, {**hpa, "metadata": {"name": "web2"}, "spec": {
-            **hpa["spec"], "scaleTargetRef": {"kind": "Deployment", "name": "web2"}}},
-        _content_type=APPLY, field_manager="serveplane")  # fmt: skip
+        "web2",
+        NS,
+        {
+            **hpa,
+            "metadata": {"name": "web2"},
+            "spec": {**hpa["spec"], "scaleTargetRef": {"kind": "Deployment", "name": "web2"}},
+        },
+        _content_type=APPLY,
+        field_manager="serveplane",
+    )
     missing = autoscaling.read_namespaced_horizontal_pod_autoscaler("web2", NS)
     assert missing.status.conditions[0].reason == "FailedGetScale"
     apply(apps, deployment("web2", replicas=None))
@@ -622,6 +629,18 @@ def test_default_is_instantly_ready_and_rollout_replaces_pods(
     fake.delete_object("pods", NS, victim)
     names = {p.metadata.name for p in pods_of(core, "web")}
     assert len(names) == 4 and victim not in names
+
+
+def test_min_ready_seconds_delays_availability(
+    apps: client.AppsV1Api, api_client: client.ApiClient
+) -> None:
+    body = deployment("web", replicas=2)
+    body["spec"]["minReadySeconds"] = 1
+    apply(apps, body)
+    st = raw(api_client, "web")["status"]
+    assert st["readyReplicas"] == 2 and "availableReplicas" not in st
+    wait_until(lambda: raw(api_client, "web")["status"].get("availableReplicas") == 2)
+    assert condition(raw(api_client, "web"), "Progressing")["reason"] == "NewReplicaSetAvailable"
 
 
 def test_never_ready_hits_progress_deadline(

@@ -11,9 +11,18 @@ from typing import Any
 Path = tuple[str, ...]
 MISSING: Any = object()
 UNTRACKED_META = {
-    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "managedFields", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generateName",
-}  # fmt: skip
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+    "generateName",
+}
 
 # x-kubernetes-list-map-keys for associative lists (a subset of the built-in API types).
 SSA_LIST_KEYS: dict[str, tuple[str, ...]] = {

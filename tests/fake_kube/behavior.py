@@ -56,6 +56,11 @@ class PodView:
     scheduled: bool
     next_at: float | None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    ready_since: float = 0.0
+
+    def available(self, min_ready_seconds: float, now: float) -> bool:
+        """Ready for at least minReadySeconds."""
+        return self.ready and self.ready_since + min_ready_seconds <= now
 
 
 def _hex(*parts: str, n: int = 64) -> str:
@@ -274,7 +279,7 @@ def pod_view(
         "containerStatuses": statuses,
         "qosClass": qos,
     }
-    return PodView(st, ready, True, next_at, events)
+    return PodView(st, ready, True, next_at, events, ready_at)
 
 
 def pod_log(pod: dict[str, Any], container: str | None) -> str:
@@ -283,8 +288,10 @@ def pod_log(pod: dict[str, Any], container: str | None) -> str:
     names = [c.get("name") for c in spec.get("containers") or []]
     if container is None:
         if len(names) != 1:
-            raise E.bad_request(f"a container name must be specified for pod {meta['name']}, "
-                                f"choose one of: [{' '.join(map(str, names))}]")  # fmt: skip
+            raise E.bad_request(
+                f"a container name must be specified for pod {meta['name']}, "
+                f"choose one of: [{' '.join(map(str, names))}]"
+            )
         container = str(names[0])
     elif container not in names:
         raise E.bad_request(f"container {container} is not valid for pod {meta['name']}")
@@ -300,8 +307,11 @@ def pod_log(pod: dict[str, Any], container: str | None) -> str:
         )
     lines = [f"INFO starting model server container={container}", "INFO loading model"]
     if reason == "CrashLoopBackOff":
-        lines += ["Traceback (most recent call last):", '  File "/app/server.py", line 42',
-                  "RuntimeError: failed to load model"]  # fmt: skip
+        lines += [
+            "Traceback (most recent call last):",
+            '  File "/app/server.py", line 42',
+            "RuntimeError: failed to load model",
+        ]
     else:
         lines.append("INFO listening on 0.0.0.0:8080")
     return "\n".join(lines) + "\n"

@@ -210,14 +210,20 @@ class Controller:
             rs_obj = self._ensure_rs(ns, dep, sim, n)
             self._scale_pods(ns, dep, sim, rs_obj, n, now)
             views = self._sync_pods(ns, sim, now)
+            mrs = float(spec.get("minReadySeconds") or 0)
             cur = [p for p in sim.pods.values() if p.rs_hash == sim.rs_hash]
-            if len(cur) == n and all(p.name in views and views[p.name].ready for p in cur):
+            if len(cur) == n and all(
+                p.name in views and views[p.name].available(mrs, now) for p in cur
+            ):
                 for old in [p for p in sim.pods.values() if p.rs_hash != sim.rs_hash]:
                     self._delete_pod(ns, sim, old.name)
                     views.pop(old.name, None)
-            self._sync_rs(ns, dep, sim, views)
+            self._sync_rs(ns, dep, sim, views, mrs, now)
             due = self._write_status(ns, dep, sim, views, n, now, progressed)
             nexts = [v.next_at for v in views.values() if v.next_at is not None]
+            nexts += [
+                v.ready_since + mrs for v in views.values() if v.ready and not v.available(mrs, now)
+            ]
             if due is not None:
                 nexts.append(due)
             self._schedule(ns, name, sim, min(nexts) if nexts else None)
@@ -370,13 +376,21 @@ class Controller:
         return views
 
     def _sync_rs(
-        self, ns: str, dep: dict[str, Any], sim: DeploySim, views: dict[str, PodView]
+        self,
+        ns: str,
+        dep: dict[str, Any],
+        sim: DeploySim,
+        views: dict[str, PodView],
+        mrs: float,
+        now: float,
     ) -> None:
-        counts: dict[str, list[int]] = {}
+        counts: dict[str, list[int]] = {}  # hash -> [pods, ready, available]
         for pod in sim.pods.values():
-            c = counts.setdefault(pod.rs_hash, [0, 0])
+            c = counts.setdefault(pod.rs_hash, [0, 0, 0])
+            view = views.get(pod.name)
             c[0] += 1
-            c[1] += 1 if pod.name in views and views[pod.name].ready else 0
+            c[1] += 1 if view is not None and view.ready else 0
+            c[2] += 1 if view is not None and view.available(mrs, now) else 0
         limit = int((dep.get("spec") or {}).get("revisionHistoryLimit", 10))
         old = sorted((r, h) for h, r in sim.revisions.items() if h != sim.rs_hash)
         for _, h in old[: max(len(old) - limit, 0)]:
@@ -387,14 +401,21 @@ class Controller:
             entry = self.store.get("replicasets", ns, self._rs_name(dep, h))
             if entry is None:
                 continue
-            total, ready = counts.get(h, [0, 0])
+            total, ready, available = counts.get(h, [0, 0, 0])
             obj = entry.obj
             if h != sim.rs_hash and obj["spec"].get("replicas") != total:
                 gen = obj["metadata"].get("generation", 1) + 1
-                obj = {**obj, "spec": {**obj["spec"], "replicas": total},
-                       "metadata": {**obj["metadata"], "generation": gen}}  # fmt: skip
+                obj = {
+                    **obj,
+                    "spec": {**obj["spec"], "replicas": total},
+                    "metadata": {**obj["metadata"], "generation": gen},
+                }
             counters = omit_zero(
-                {"fullyLabeledReplicas": total, "readyReplicas": ready, "availableReplicas": ready}
+                {
+                    "fullyLabeledReplicas": total,
+                    "readyReplicas": ready,
+                    "availableReplicas": available,
+                }
             )
             status = {
                 "replicas": total,
@@ -417,9 +438,11 @@ class Controller:
         """Compute and store Deployment status; returns the progress deadline if pending."""
         spec = dep.get("spec") or {}
         rs_name = self._rs_name(dep, sim.rs_hash)
+        mrs = float(spec.get("minReadySeconds") or 0)
         cur = [p for p in sim.pods.values() if p.rs_hash == sim.rs_hash]
         ready = sum(1 for v in views.values() if v.ready)
-        cur_ready = sum(1 for p in cur if p.name in views and views[p.name].ready)
+        available = sum(1 for v in views.values() if v.available(mrs, now))
+        cur_ready = sum(1 for p in cur if p.name in views and views[p.name].available(mrs, now))
         updated, total = len(cur), len(sim.pods)
         complete = updated == n and total == n and cur_ready == n
         old_status = dep.get("status") or {}
@@ -449,7 +472,7 @@ class Controller:
         else:
             prog = progressing
         sim.last_ready, sim.last_updated = cur_ready, updated
-        if ready >= n - max_unavailable(spec, n):
+        if available >= n - max_unavailable(spec, n):
             avail = ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
         else:
             avail = (
@@ -463,8 +486,8 @@ class Controller:
                 "replicas": total,
                 "updatedReplicas": updated,
                 "readyReplicas": ready,
-                "availableReplicas": ready,
-                "unavailableReplicas": max(max(total, n) - ready, 0),
+                "availableReplicas": available,
+                "unavailableReplicas": max(max(total, n) - available, 0),
             }
         )
         status["conditions"] = [
