@@ -12,8 +12,9 @@ import yaml
 from . import errors as E
 from . import resources as R
 from .behavior import pod_log
+from .bodies import parse_apply_body, parse_json, patch_document
 from .errors import ApiError
-from .ops import APPLY, PATCH_TYPES, parse_apply_body, parse_json, patch_document
+from .ops import APPLY, PATCH_TYPES
 from .resources import ResourceInfo
 from .selectors import (
     SelectorError,
