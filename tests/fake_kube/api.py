@@ -256,7 +256,7 @@ def handle(
                 return 200, ops.write_scale(res, rt.ns, rt.name, body, manager, dry)
             return 200, ops.update(res, rt.ns, rt.name, body, manager, dry, rt.sub)
         if rt.verb == "patch":
-            return _patch(fake, rt, query, ctype, raw, dry)
+            return _patch(fake, rt, query, ctype, raw, dry, manager)
         if rt.verb == "delete":
             opts = parse_json(raw, "DeleteOptions") if raw.strip() else {}
             opts = opts if isinstance(opts, dict) else {}
@@ -279,12 +279,20 @@ def handle(
 
 
 def _patch(
-    fake: FakeKube, rt: Route, query: dict[str, str], ctype: str, raw: bytes, dry: bool
+    fake: FakeKube,
+    rt: Route,
+    query: dict[str, str],
+    ctype: str,
+    raw: bytes,
+    dry: bool,
+    default_manager: str,
 ) -> tuple[int, Body]:
     res = rt.res
     assert res is not None
     ops = fake.ops
     manager = query.get("fieldManager")
+    if not manager and ctype != APPLY:
+        manager = default_manager  # like the server: derived from the User-Agent
     force = _bool(query, "force")
     if rt.sub == "scale":
         entry = ops.require(res, rt.ns, rt.name)

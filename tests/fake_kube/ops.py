@@ -19,6 +19,7 @@ from .apply import (
     server_side_apply,
     track_update,
 )
+from .behavior import qos_class
 from .bodies import parse_apply_body, parse_json, patch_document
 from .defaults import apply_defaults
 from .errors import ApiError, FieldError
@@ -201,7 +202,8 @@ class Ops:
                     if isinstance(p, dict) and not p.get("nodePort"):
                         p["nodePort"] = old_ports.get(p.get("port")) or random.randint(30000, 32767)
         if res.plural == "pods" and old is None:
-            new["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+            containers = (new.get("spec") or {}).get("containers") or []
+            new["status"] = {"phase": "Pending", "qosClass": qos_class(containers)}
 
     def _keep_status(self, res: ResourceInfo, new: dict[str, Any], old: Entry | None) -> None:
         if not res.has_status:
