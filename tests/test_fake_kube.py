@@ -827,6 +827,23 @@ def test_concurrent_clients(api_client: client.ApiClient, fake: FakeKube) -> Non
     assert fake.concurrent_violations == 0
 
 
+def test_latency_exposes_concurrent_writers(apps: client.AppsV1Api, fake: FakeKube) -> None:
+    apply(apps, deployment("web"))
+    fake.set_latency(0.2)
+    apply(apps, deployment("web", replicas=2))
+    apply(apps, deployment("web", replicas=3))
+    assert fake.concurrent_violations == 0
+    threads = [
+        threading.Thread(target=apply, args=(apps, deployment("web", replicas=r))) for r in (4, 5)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake.concurrent_violations == 1
+    assert fake.stats()["concurrent_violations"] == 1
+
+
 # ---- discovery, watch, standalone ----------------------------------------------------------
 
 

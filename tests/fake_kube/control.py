@@ -60,6 +60,9 @@ def _dispatch(
             kwargs["codes"] = tuple(kwargs["codes"])
         fake.set_faults(**kwargs)
         return 200, ok
+    if method == "POST" and parts == ["latency"]:
+        fake.set_latency(float(body.get("seconds", 0.0)))
+        return 200, ok
     if parts == ["stats"] and method == "GET":
         return 200, fake.stats()
     if parts == ["stats", "reset"] and method == "POST":

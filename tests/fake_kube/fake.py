@@ -34,6 +34,7 @@ class FakeKube:
         self.faults = Faults()
         self.counters = Stats()  # request counters (see stats())
         self.inflight = InFlight(self.counters)
+        self.latency = 0.0  # seconds every API request waits before being processed
         self._server: ServerThread | None = None
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
@@ -155,6 +156,7 @@ class FakeKube:
             self.controller.reset()
             self._seed()
         self.faults.configure(FaultConfig())
+        self.latency = 0.0
         self.counters.reset()
 
     def set_default_behavior(self, behavior: Behavior) -> None:
@@ -186,6 +188,10 @@ class FakeKube:
             FaultConfig(error_rate, tuple(codes), retry_after, hang_rate, hang_seconds, path_regex)
         )
 
+    def set_latency(self, seconds: float = 0.0) -> None:
+        """Delay every API request (not /_fake) by `seconds` before it is processed."""
+        self.latency = float(seconds)
+
     def stats(self) -> dict[str, Any]:
         """Request counters: total, by_verb, by_verb_resource, faults_injected, ..."""
         return self.counters.snapshot()
@@ -196,7 +202,7 @@ class FakeKube:
 
     @property
     def concurrent_violations(self) -> int:
-        """Mutating requests that arrived while another one for the same object was in flight."""
+        """Writes that overlapped another in-flight write to the same object (see set_latency)."""
         return self.counters.concurrent_violations
 
     # ---- direct store access -------------------------------------------------------------

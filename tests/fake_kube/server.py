@@ -108,6 +108,8 @@ class App:
             if rt.verb == "watch":
                 await self._watch(rt, query, receive, send)
                 return
+            if fake.latency > 0 and await self._hang(receive, fake.latency):
+                return
             try:
                 code, body = api.handle(fake, rt, query, headers, raw)
                 extra: dict[str, str] = {}
