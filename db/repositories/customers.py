@@ -7,11 +7,12 @@ from sqlalchemy.orm import Session
 
 from db.domain import hash_secret, new_secret
 from db.models import ApiToken, Customer, Workspace
+from db.repositories.webhooks import new_signing_secret
 
 
 def create_customer(session: Session, name: str, *, admin: bool = False) -> tuple[Customer, str]:
     """Create a customer with one token; returns the customer and the plaintext token."""
-    customer = Customer(name=name, is_admin=admin, webhook_secret=new_secret("whsec_"))
+    customer = Customer(name=name, is_admin=admin, webhook_secret=new_signing_secret())
     session.add(customer)
     session.flush()
     token = issue_token(session, customer, admin=admin)

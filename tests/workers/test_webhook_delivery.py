@@ -352,10 +352,10 @@ def test_dispatcher_sends_deliveries_whose_task_was_lost(client, customer, recei
 def test_service_degraded_can_be_emitted_by_other_code(client, customer, receivers):
     from db.engine import session_scope
     from db.repositories import services as services_repo
-    from workers.jobs.reconcile import degraded_hooks
-    from workers.webhooks.events import emit_service_event, on_service_degraded
+    from workers.jobs.reconcile import reconcile_hooks
+    from workers.webhooks.events import emit_service_event, on_reconciled
 
-    assert on_service_degraded in degraded_hooks  # the drift reconciler calls it
+    assert on_reconciled in reconcile_hooks  # the drift reconciler calls it
     receiver = receivers()
     hook = register(client, customer["headers"], receiver.url, ["service.degraded"])
     accepted = deploy(client, customer)

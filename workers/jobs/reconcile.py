@@ -25,8 +25,9 @@ from workers.runtime import get_runtime
 from workers.runtime.base import RolloutStatus, RuntimeError_, TransientRuntimeError, VersionSpec
 
 log = logging.getLogger(__name__)
-# Called with (session, service) when a service turns degraded (webhooks hook in here).
-degraded_hooks: list[Callable[[Any, InferenceService], None]] = []
+# Called with (session, service) after the reconciler changed a service's status
+# (degraded, or back to running); webhooks hook in here.
+reconcile_hooks: list[Callable[[Any, InferenceService], None]] = []
 
 
 def drift(spec: VersionSpec, status: RolloutStatus) -> dict[str, Any] | None:
@@ -113,13 +114,15 @@ def _settle(service_id: int, problem: dict[str, Any] | None, heal: bool,
             if service.status == "degraded":
                 transition_service(session, service, "running", "runtime matches the spec again")
                 counts["recovered"] += 1
+                for hook in reconcile_hooks:
+                    hook(session, service)
             return
         if service.status == "running":
             transition_service(session, service, "degraded",
                                f"drift: {problem['reason']}: {problem['message']}",
                                failure=problem)
             counts["degraded"] += 1
-            for hook in degraded_hooks:
+            for hook in reconcile_hooks:
                 hook(session, service)
         elif service.failure != problem and service.failure is not None and (
             service.failure.get("reason") != problem["reason"]

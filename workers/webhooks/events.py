@@ -20,7 +20,7 @@ from db.repositories import webhooks as webhooks_repo
 from db.settings import get_settings
 from db.states import utcnow
 from workers.jobs.engine import job_ended_hooks
-from workers.jobs.reconcile import degraded_hooks
+from workers.jobs.reconcile import reconcile_hooks
 from workers.webhooks.delivery import send_delivery_tasks
 
 log = logging.getLogger(__name__)
@@ -183,17 +183,17 @@ def emit_service_event(
     )
 
 
-def on_service_degraded(session: Session, service: InferenceService) -> None:
-    """Drift reconciler hook: the service turned degraded."""
-    emit_service_event(session, service, "service.degraded")
+def on_reconciled(session: Session, service: InferenceService) -> None:
+    """Drift reconciler hook: the service turned degraded, or recovered to running."""
+    emit_service_event(session, service, SERVICE_EVENTS[service.status])
 
 
 def register() -> None:
     """Hook into job endings and drift (idempotent)."""
     if on_job_ended not in job_ended_hooks:
         job_ended_hooks.append(on_job_ended)
-    if on_service_degraded not in degraded_hooks:
-        degraded_hooks.append(on_service_degraded)
+    if on_reconciled not in reconcile_hooks:
+        reconcile_hooks.append(on_reconciled)
 
 
 register()
