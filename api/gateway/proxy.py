@@ -179,7 +179,7 @@ async def forward(
     incoming: IncomingRequest,
     body: bytes | AsyncIterator[bytes],
     framing: bytes,
-    attempts: Iterable[tuple[VersionRoute, Upstream]],
+    attempts: list[tuple[VersionRoute, Upstream]],
 ) -> Failure | None:
     """Send to the first upstream that takes the request and relay its answer.
 
@@ -190,7 +190,9 @@ async def forward(
     replayable = isinstance(body, bytes)
     method_bytes = method.encode()
     # Addresses that just refused a connection go last.
-    ordered = sorted(attempts, key=lambda attempt: pool.is_down(attempt[1]))
+    ordered = attempts
+    if len(attempts) > 1:
+        ordered = sorted(attempts, key=lambda attempt: pool.is_down(attempt[1]))
     error: UpstreamError | None = None
     for version, upstream in ordered:
         head = request_head(

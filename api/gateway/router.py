@@ -8,8 +8,6 @@ requests per second it reaches here). Errors still use the one JSON shape.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -170,12 +168,13 @@ def authorize(route: ServiceRoute, incoming: IncomingRequest) -> None:
         raise GatewayError(401, "unauthorized", "invalid API key", headers=challenge)
 
 
-def choose(route: ServiceRoute, pinned: bytes | None) -> Iterator[tuple[VersionRoute, Upstream]]:
+def choose(route: ServiceRoute, pinned: bytes | None) -> list[tuple[VersionRoute, Upstream]]:
     """Upstreams to try in order: the chosen version's replicas, then (unpinned) the others."""
     if pinned is None:
         first = route.pick()
-        others = [v for v in route.versions if v is not first]
-        return _upstreams(first, others)
+        if len(route.versions) == 1:
+            return [(first, upstream) for upstream in first.rotation()]
+        return _upstreams(first, [v for v in route.versions if v is not first])
     value = pinned.strip()
     if not value.isdigit():
         raise GatewayError(
@@ -207,12 +206,11 @@ def choose(route: ServiceRoute, pinned: bytes | None) -> Iterator[tuple[VersionR
 
 def _upstreams(
     first: VersionRoute, others: list[VersionRoute]
-) -> Iterator[tuple[VersionRoute, Upstream]]:
-    for upstream in first.rotation():
-        yield first, upstream
+) -> list[tuple[VersionRoute, Upstream]]:
+    attempts = [(first, upstream) for upstream in first.rotation()]
     for version in others:
-        for upstream in version.rotation():
-            yield version, upstream
+        attempts.extend((version, upstream) for upstream in version.rotation())
+    return attempts
 
 
 def _too_large(limit: int) -> GatewayError:

@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +31,14 @@ class VersionRoute:
     def __post_init__(self) -> None:
         self.header = str(self.number).encode()
 
-    def rotation(self) -> Iterator[Upstream]:
+    def rotation(self) -> tuple[Upstream, ...]:
         """Every upstream once, starting at the next one in round-robin order."""
-        count = len(self.upstreams)
+        upstreams = self.upstreams
+        if len(upstreams) == 1:
+            return upstreams
         start = self._cursor
-        self._cursor = (start + 1) % count
-        for i in range(count):
-            yield self.upstreams[(start + i) % count]
+        self._cursor = (start + 1) % len(upstreams)
+        return upstreams[start:] + upstreams[:start]
 
 
 @dataclass(frozen=True, slots=True)

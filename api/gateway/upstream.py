@@ -244,12 +244,15 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _wait(self, timeout: float, doing: str) -> asyncio.Future[None]:
+    async def _wait(self, timeout: float, doing: str) -> None:
         waiter = self.loop.create_future()
         self._waiter = waiter
         handle = self.loop.call_later(max(timeout, 0.0), self._expire, waiter, doing)
-        waiter.add_done_callback(lambda _: handle.cancel())
-        return waiter
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
 
     def _expire(self, waiter: asyncio.Future[None], doing: str) -> None:
         if not waiter.done():
