@@ -72,6 +72,7 @@ class App:
         self.closing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Handle one HTTP request (control, API or watch)."""
         if scope["type"] != "http":
             return
         method: str = scope["method"]
