@@ -1,0 +1,1 @@
+"""Benchmarks: each `python -m bench.<name>` runs a private stack and prints one JSON object."""

@@ -1,0 +1,114 @@
+"""Helpers shared by the benchmarks: percentiles, the event loop, the load client, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import aiohttp
+import psutil
+
+T = TypeVar("T")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(math.ceil(q / 100 * len(ordered)), 1)
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(values: list[float], scale: float = 1.0, digits: int = 4) -> dict[str, float]:
+    """p50/p95/p99/max/mean of values (multiplied by scale, e.g. 1000 for ms)."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50) * scale, digits),
+        "p95": round(percentile(values, 95) * scale, digits),
+        "p99": round(percentile(values, 99) * scale, digits),
+        "max": round(max(values) * scale, digits),
+        "mean": round(sum(values) / len(values) * scale, digits),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on uvloop when available (less client overhead), else asyncio."""
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:
+        return asyncio.run(main())
+
+
+def client_session(limit: int = 0, timeout: float = 30.0) -> aiohttp.ClientSession:
+    """A keep-alive HTTP client (limit 0 = no cap on concurrent connections)."""
+    connector = aiohttp.TCPConnector(limit=limit, force_close=False, ttl_dns_cache=3600)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the one JSON object a benchmark produces."""
+    print(json.dumps(result, indent=2, sort_keys=False), flush=True)
+
+
+async def load(
+    request: Callable[[], Awaitable[bool]], concurrency: int, seconds: float
+) -> dict[str, Any]:
+    """Closed-loop load: `concurrency` callers repeat `request` for `seconds`.
+
+    Returns requests/s of successful calls, errors and the latency distribution (ms).
+    """
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            try:
+                ok = await request()
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "rps": round(len(latencies) / elapsed, 1),
+        "latency_ms": summary(latencies, 1000, 2),
+    }
+
+
+def fail(message: str) -> None:
+    """Abort a benchmark with a message on stderr."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(1)
