@@ -4,7 +4,7 @@ install:
 	python -m pip install -e '.[test]'
 
 run:
-	serveplane dev
+	python -m pip install -q -e '.[embedded]' && serveplane dev
 
 test:
 	python -m pytest -q
