@@ -238,6 +238,11 @@ class Connection(asyncio.Protocol):
             parts.append(chunk)
         return b"".join(parts)
 
+    def stale(self, idle_before: float) -> bool:
+        """Closed, closing (the peer's FIN may be seen before connection_lost), or idle too long."""
+        closing = self.transport is None or self.transport.is_closing()
+        return self.closed or closing or self.idle_since < idle_before
+
     def close(self) -> None:
         """Drop the connection."""
         self.closed = True
@@ -381,7 +386,7 @@ class UpstreamPool:
             now = time.monotonic()
             while host.idle:
                 conn = host.idle.pop()
-                if conn.closed or now - conn.idle_since > self.keepalive_expiry:
+                if conn.stale(now - self.keepalive_expiry):
                     conn.close()
                     host.count -= 1
                     continue
