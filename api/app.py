@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.admin.page import router as admin_page_router
 from api.admin.router import router as admin_router
-from api.errors import error_response, install_error_handlers
+from api.errors import error_response, error_responses, install_error_handlers
 from api.gateway.router import InferenceGateway, create_pool
 from api.gateway.routes import ROUTES
 from api.idempotency import IdempotencyMiddleware
@@ -79,7 +79,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
     app.state.producer = make_producer()
-    app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app.state.redis = aioredis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+    )
     app.state.upstreams = create_pool(settings)
     ROUTES.configure(settings.gateway_route_ttl)
     try:
@@ -112,7 +114,11 @@ def create_app() -> FastAPI:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "a dependency is down"}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses=error_responses(503, described={503: "a dependency is down"}),
+    )
     async def readyz(request: Request) -> JSONResponse:
         """The database and the broker answer."""
         checks: dict[str, str] = {}
@@ -131,8 +137,13 @@ def create_app() -> FastAPI:
         if ok:
             return JSONResponse({"status": "ok", "checks": checks})
         return JSONResponse(
-            {"error": {"code": "not_ready", "message": "a dependency is unavailable",
-                       "details": checks}},
+            {
+                "error": {
+                    "code": "not_ready",
+                    "message": "a dependency is unavailable",
+                    "details": checks,
+                }
+            },
             status_code=503,
             headers={"Retry-After": "5"},
         )
@@ -142,4 +153,3 @@ def create_app() -> FastAPI:
     # Outermost: /inference/... never pays for the API's routing, body limit or idempotency.
     app.add_middleware(InferenceGateway)
     return app
-

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -71,6 +73,40 @@ class Unprocessable(ApiError):
 class ServiceUnavailable(ApiError):
     status_code = 503
     code = "unavailable"
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a machine-readable code, a message, optional details."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape, as documented in the OpenAPI schema."""
+
+    error: ErrorInfo
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "the body is not valid JSON",
+    401: "missing or invalid bearer token",
+    403: "an admin token is required",
+    404: "not found (another customer's resources are not found either)",
+    409: "conflicts with the current state, or the Idempotency-Key is in use",
+    413: "the request body is too large",
+    422: "invalid input; details name each field",
+    503: "the database is unavailable; retry after Retry-After",
+}
+
+
+def error_responses(
+    *statuses: int, described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for error statuses, each with the one error shape."""
+    texts = {**ERROR_DESCRIPTIONS, **(described or {})}
+    return {status: {"model": ErrorBody, "description": texts[status]} for status in statuses}
 
 
 def error_response(

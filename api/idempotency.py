@@ -51,7 +51,9 @@ class IdempotencyMiddleware:
             return
         if not key or len(key) > 255:
             response = error_response(
-                422, "validation_error", "Idempotency-Key: must be 1 to 255 characters",
+                422,
+                "validation_error",
+                "Idempotency-Key: must be 1 to 255 characters",
                 [{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}],
             )
             await response(scope, receive, send)
@@ -63,14 +65,24 @@ class IdempotencyMiddleware:
             return
         body = await _read_body(receive)
         digest = hashlib.sha256(
-            b"\n".join([scope["method"].encode(), scope["path"].encode(),
-                        scope.get("query_string", b""), body])
+            b"\n".join(
+                [
+                    scope["method"].encode(),
+                    scope["path"].encode(),
+                    scope.get("query_string", b""),
+                    body,
+                ]
+            )
         ).hexdigest()
         async with app_state.sessionmaker() as session:
             existing = await session.run_sync(
                 lambda s: repo.reserve(
-                    s, customer_id=principal.customer_id, key=key, method=scope["method"],
-                    path=scope["path"], request_hash=digest,
+                    s,
+                    customer_id=principal.customer_id,
+                    key=key,
+                    method=scope["method"],
+                    path=scope["path"],
+                    request_hash=digest,
                     ttl_hours=get_settings().idempotency_ttl_hours,
                 )
             )
@@ -121,7 +133,11 @@ class IdempotencyMiddleware:
                     text = b"".join(chunks).decode("utf-8", errors="replace")
                     await session.run_sync(
                         lambda s: repo.complete(
-                            s, customer_id=customer_id, key=key, status=status, body=text,
+                            s,
+                            customer_id=customer_id,
+                            key=key,
+                            status=status,
+                            body=text,
                             headers=response_headers,
                         )
                     )
@@ -145,23 +161,27 @@ async def _answer_existing(
 ) -> None:
     if snapshot["request_hash"] != digest:
         response = error_response(
-            422, "idempotency_key_reused",
+            422,
+            "idempotency_key_reused",
             "Idempotency-Key was already used with a different request",
             [{"field": "Idempotency-Key", "message": "reused with a different request"}],
         )
     elif snapshot["state"] != "done":
         response = error_response(
-            409, "idempotency_in_progress",
+            409,
+            "idempotency_in_progress",
             "a request with this Idempotency-Key is still being processed; retry later",
             headers={"Retry-After": "1"},
         )
     else:
         headers = {**snapshot["headers"], "idempotent-replayed": "true"}
-        await send({
-            "type": "http.response.start",
-            "status": snapshot["status"],
-            "headers": [(k.encode(), v.encode("latin-1")) for k, v in headers.items()],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": snapshot["status"],
+                "headers": [(k.encode(), v.encode("latin-1")) for k, v in headers.items()],
+            }
+        )
         await send({"type": "http.response.body", "body": (snapshot["body"] or "").encode()})
         return
     await response(scope, receive, send)
@@ -177,5 +197,3 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body"):
             break
     return b"".join(chunks)
-
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 from api.errors import Unprocessable
+from api.validation import DB_ID_MAX
 
 
 def encode_cursor(last_id: int) -> str:
@@ -21,6 +22,9 @@ def decode_cursor(cursor: str | None) -> int | None:
         prefix, _, value = raw.partition(":")
         if prefix != "id":
             raise ValueError
-        return int(value)
+        last_id = int(value)
+        if not 0 <= last_id <= DB_ID_MAX:
+            raise ValueError
+        return last_id
     except ValueError:
         raise Unprocessable.field("cursor", "not a valid cursor") from None

@@ -59,3 +59,6 @@ Replicas = Annotated[int, Field(ge=1, le=1000)]
 PositiveInt = Annotated[int, Field(ge=1, le=100_000)]
 NonNegativeInt = Annotated[int, Field(ge=0, le=100_000)]
 CallbackUrl = Annotated[str, Field(max_length=2048)]
+# Ids are PostgreSQL BIGINTs: a larger number is a 422, not a database error.
+DB_ID_MAX = 2**63 - 1
+DbId = Annotated[int, Field(ge=1, le=DB_ID_MAX)]

@@ -80,9 +80,7 @@ class InferenceService(Base):
     # Columns of the original spec, names and defaults kept.
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    customer_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("customers.id"), nullable=False
-    )
+    customer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("customers.id"), nullable=False)
     workspace_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("workspaces.id"))
     name: Mapped[str] = mapped_column(String(256), nullable=False)
     description: Mapped[str | None] = mapped_column(Text)

@@ -7,6 +7,7 @@ enqueue failed or Redis lost its queues, and readiness re-checks are scheduled h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.engine import get_engine, session_scope
 from db.queue import RUN_JOB_TASK
@@ -34,7 +36,7 @@ class Dispatcher(threading.Thread):
         self.app = app
         self.chores = chores
         self.stop_event = threading.Event()
-        self._leader_conn = None
+        self._leader_conn: Connection | None = None
         self._last_run: dict[int, float] = {}
 
     def stop(self) -> None:
@@ -61,7 +63,7 @@ class Dispatcher(threading.Thread):
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}).scalar()
         conn.commit()
         if got:
-            self._leader_conn = conn  # type: ignore[assignment]
+            self._leader_conn = conn
             log.info("dispatcher: this worker is the leader")
             return True
         conn.close()
@@ -69,10 +71,9 @@ class Dispatcher(threading.Thread):
 
     def _drop_leadership(self) -> None:
         if self._leader_conn is not None:
-            try:
-                self._leader_conn.invalidate()  # type: ignore[attr-defined]
-            except Exception:  # noqa: S110 - the connection is being thrown away anyway
-                pass
+            # The connection is thrown away (which releases the advisory lock) either way.
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                self._leader_conn.invalidate()
             self._leader_conn = None
 
     def dispatch_due_jobs(self) -> int:

@@ -7,10 +7,11 @@ from typing import Literal
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentCustomer, SessionDep
+from api.errors import error_responses
 from api.jobs import service
 from api.jobs.schemas import JobOut, JobPage
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -36,7 +37,7 @@ async def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 async def get_job(job_id: str, principal: CurrentCustomer, session: SessionDep) -> JobOut:
     """One job with its attempts."""
     return await session.run_sync(service.get_job, principal.customer_id, job_id)

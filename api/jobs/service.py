@@ -115,4 +115,6 @@ def list_jobs(
     )
     page = list(jobs[:limit])
     next_cursor = encode_cursor(page[-1].id) if len(jobs) > limit else None
-    return JobPage(items=jobs_out(session, page, with_customer=with_customer), next_cursor=next_cursor)
+    return JobPage(
+        items=jobs_out(session, page, with_customer=with_customer), next_cursor=next_cursor
+    )

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api import gateway
 from api.deps import CurrentCustomer, SessionDep
+from api.errors import error_responses
 from api.pagination import decode_cursor, encode_cursor
 from api.queue import enqueue_job
 from api.services import service
@@ -22,13 +23,25 @@ from api.services.schemas import (
     ServicePage,
     UpdateServiceRequest,
 )
+from api.validation import DB_ID_MAX
 from db.repositories import services as services_repo
 from db.settings import get_settings
 
-router = APIRouter(prefix="/api/inference/services", tags=["services"])
+router = APIRouter(
+    prefix="/api/inference/services",
+    tags=["services"],
+    responses=error_responses(401, 422, 503),
+)
 ServiceStatus = Literal[
-    "pending", "deploying", "running", "scaling", "updating", "degraded", "failed",
-    "deleting", "deleted",
+    "pending",
+    "deploying",
+    "running",
+    "scaling",
+    "updating",
+    "degraded",
+    "failed",
+    "deleting",
+    "deleted",
 ]
 
 
@@ -42,7 +55,9 @@ def accepted(request: Request, body: ServiceAccepted | JobAccepted) -> JSONRespo
     )
 
 
-async def commit_and_enqueue(request: Request, session: SessionDep, result: service.Accepted) -> None:
+async def commit_and_enqueue(
+    request: Request, session: SessionDep, result: service.Accepted
+) -> None:
     """Commit the request's transaction, then hand the new job to the queue."""
     job = result.job
     await session.commit()
@@ -54,16 +69,14 @@ async def commit_and_enqueue(request: Request, session: SessionDep, result: serv
     "",
     status_code=202,
     response_model=ServiceAccepted,
-    responses={409: {"description": "name taken"}, 422: {"description": "invalid field"}},
+    responses=error_responses(400, 409, 413, described={409: "name taken"}),
 )
 async def create_service(
     body: CreateServiceRequest, request: Request, principal: CurrentCustomer, session: SessionDep
 ) -> JSONResponse:
     """Accept a deployment: the service starts `pending`; poll the job or the service."""
     settings = get_settings()
-    result = await session.run_sync(
-        service.create_service, principal.customer_id, body, settings
-    )
+    result = await session.run_sync(service.create_service, principal.customer_id, body, settings)
     await commit_and_enqueue(request, session, result)
     assert result.job is not None
     out = ServiceAccepted(
@@ -82,7 +95,7 @@ async def list_services(
     principal: CurrentCustomer,
     session: SessionDep,
     status: ServiceStatus | None = None,
-    workspace_id: int | None = Query(None, ge=1),
+    workspace_id: int | None = Query(None, ge=1, le=DB_ID_MAX),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
 ) -> ServicePage:
@@ -91,8 +104,12 @@ async def list_services(
 
     def run(s):  # type: ignore[no-untyped-def]
         rows = services_repo.list_services(
-            s, principal.customer_id, status=status, workspace_id=workspace_id,
-            after_id=after, limit=limit + 1,
+            s,
+            principal.customer_id,
+            status=status,
+            workspace_id=workspace_id,
+            after_id=after,
+            limit=limit + 1,
         )
         page = list(rows[:limit])
         return ServicePage(
@@ -103,8 +120,10 @@ async def list_services(
     return await session.run_sync(run)
 
 
-@router.get("/{service_id}", response_model=ServiceOut)
-async def get_service(service_id: str, principal: CurrentCustomer, session: SessionDep) -> ServiceOut:
+@router.get("/{service_id}", response_model=ServiceOut, responses=error_responses(404))
+async def get_service(
+    service_id: str, principal: CurrentCustomer, session: SessionDep
+) -> ServiceOut:
     """One service with its traffic split and active job."""
     return await session.run_sync(
         lambda s: service.service_out(s, service.get_service(s, principal.customer_id, service_id))
@@ -114,7 +133,10 @@ async def get_service(service_id: str, principal: CurrentCustomer, session: Sess
 @router.patch(
     "/{service_id}",
     response_model=JobAccepted,
-    responses={200: {"model": ServiceOut}, 409: {"description": "another job is active"}},
+    responses={
+        200: {"model": ServiceOut},
+        **error_responses(400, 404, 409, 413, described={409: "another job is active"}),
+    },
     status_code=202,
 )
 async def update_service(
@@ -135,13 +157,20 @@ async def update_service(
     return accepted(
         request,
         JobAccepted(
-            service_id=service_id, job_id=result.job.uuid, status=result.service.status,
+            service_id=service_id,
+            job_id=result.job.uuid,
+            status=result.service.status,
             service=result.service,
         ),
     )
 
 
-@router.delete("/{service_id}", response_model=JobAccepted, status_code=202)
+@router.delete(
+    "/{service_id}",
+    response_model=JobAccepted,
+    status_code=202,
+    responses=error_responses(404, 409, described={409: "already deleted"}),
+)
 async def delete_service(
     service_id: str,
     request: Request,
@@ -160,13 +189,15 @@ async def delete_service(
     return accepted(
         request,
         JobAccepted(
-            service_id=service_id, job_id=result.job.uuid, status=result.service.status,
+            service_id=service_id,
+            job_id=result.job.uuid,
+            status=result.service.status,
             service=result.service,
         ),
     )
 
 
-@router.get("/{service_id}/events", response_model=list[EventOut])
+@router.get("/{service_id}/events", response_model=list[EventOut], responses=error_responses(404))
 async def list_events(
     service_id: str, principal: CurrentCustomer, session: SessionDep
 ) -> list[EventOut]:
@@ -174,7 +205,11 @@ async def list_events(
     return await session.run_sync(service.list_events, principal.customer_id, service_id)
 
 
-@router.post("/{service_id}/api-key/rotate", response_model=ApiKeyRotated)
+@router.post(
+    "/{service_id}/api-key/rotate",
+    response_model=ApiKeyRotated,
+    responses=error_responses(404, 409),
+)
 async def rotate_api_key(
     service_id: str, request: Request, principal: CurrentCustomer, session: SessionDep
 ) -> ApiKeyRotated:

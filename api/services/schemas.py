@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.validation import (
     CallbackUrl,
+    DbId,
     Description,
     Framework,
     ModelFormat,
@@ -40,7 +41,7 @@ class CreateServiceRequest(ResourceFields):
     framework: Framework
     model_format: ModelFormat | None = None
     description: Description | None = None
-    workspace_id: int | None = Field(None, ge=1)
+    workspace_id: DbId | None = None
     callback_url: CallbackUrl | None = None
 
 

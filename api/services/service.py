@@ -113,7 +113,9 @@ def check_model_format(framework: str, model_format: str | None) -> str | None:
         return default_model_format(framework)
     if model_format not in FRAMEWORK_FORMATS[framework]:
         allowed = ", ".join(FRAMEWORK_FORMATS[framework])
-        raise Unprocessable.field("model_format", f"{framework} serves {allowed}, not {model_format}")
+        raise Unprocessable.field(
+            "model_format", f"{framework} serves {allowed}, not {model_format}"
+        )
     return model_format
 
 
@@ -124,14 +126,16 @@ def create_service(
     model_format = check_model_format(body.framework, body.model_format)
     if body.callback_url is not None:
         guard_url("callback_url", body.callback_url, settings)
-    values = {f: getattr(body, f) if getattr(body, f) is not None else d
-              for f, d in SPEC_DEFAULTS.items()}
+    values = {
+        f: getattr(body, f) if getattr(body, f) is not None else d for f, d in SPEC_DEFAULTS.items()
+    }
     if body.replicas is None:
         values["replicas"] = max(values["min_replicas"], min(1, values["max_replicas"]))
     check_resources(values, settings)
-    if body.workspace_id is not None and customers_repo.get_workspace(
-        session, customer_id, body.workspace_id
-    ) is None:
+    if (
+        body.workspace_id is not None
+        and customers_repo.get_workspace(session, customer_id, body.workspace_id) is None
+    ):
         raise Unprocessable.field("workspace_id", "no such workspace")
     if services_repo.live_name_taken(session, customer_id, body.name):
         raise Conflict(f"a service named {body.name!r} already exists", code="name_taken")
@@ -208,8 +212,9 @@ def _replica_values(service: InferenceService, body: ResourceFields) -> dict[str
         if field in given and getattr(body, field) is not None:
             values[field] = getattr(body, field)
     if "replicas" not in given:
-        values["replicas"] = min(max(values["replicas"], values["min_replicas"]),
-                                 values["max_replicas"])
+        values["replicas"] = min(
+            max(values["replicas"], values["min_replicas"]), values["max_replicas"]
+        )
     return values
 
 
@@ -225,10 +230,15 @@ def update_service(
         service.description = body.description
     values = _replica_values(service, body)
     for field in RESOURCE_FIELDS:
-        values[field] = getattr(body, field) if field in given and getattr(body, field) is not None \
+        values[field] = (
+            getattr(body, field)
+            if field in given and getattr(body, field) is not None
             else getattr(service, field)
+        )
     check_resources(values, settings)
-    target = body.cpu_target_percent if "cpu_target_percent" in given else service.cpu_target_percent
+    target = (
+        body.cpu_target_percent if "cpu_target_percent" in given else service.cpu_target_percent
+    )
     resources_changed = any(values[f] != getattr(service, f) for f in RESOURCE_FIELDS)
     replicas_changed = target != service.cpu_target_percent or any(
         values[f] != getattr(service, f) for f in ("replicas", "min_replicas", "max_replicas")
@@ -239,12 +249,8 @@ def update_service(
     for field in ("replicas", "min_replicas", "max_replicas"):
         setattr(service, field, values[field])
     service.cpu_target_percent = target
-    common = {
-        "service": service,
-        "max_attempts": settings.job_max_attempts,
-        "deadline_seconds": settings.job_deadline_seconds,
-        "callback_url": body.callback_url,
-    }
+    kind, version_id = "scale", None
+    payload: dict[str, Any] = {"replicas": values}
     if resources_changed:
         current = services_repo.serving_versions(session, service.id)
         base = max(current, key=lambda v: v.traffic_percent) if current else None
@@ -254,14 +260,22 @@ def update_service(
             model_path=base.model_path if base else None,
             framework=base.framework if base else None,
             model_format=base.model_format if base else None,
-            **{f: values[f] for f in (*RESOURCE_FIELDS, "replicas", "min_replicas", "max_replicas")},
+            **{
+                f: values[f] for f in (*RESOURCE_FIELDS, "replicas", "min_replicas", "max_replicas")
+            },
         )
-        job = jobs_repo.create_job(
-            session, kind="update", version_id=version.id,
-            payload={"canary_percent": 100, "reason": "resources changed"}, **common,
-        )
-    else:
-        job = jobs_repo.create_job(session, kind="scale", payload={"replicas": values}, **common)
+        kind, version_id = "update", version.id
+        payload = {"canary_percent": 100, "reason": "resources changed"}
+    job = jobs_repo.create_job(
+        session,
+        kind=kind,
+        service=service,
+        version_id=version_id,
+        payload=payload,
+        max_attempts=settings.job_max_attempts,
+        deadline_seconds=settings.job_deadline_seconds,
+        callback_url=body.callback_url,
+    )
     return Accepted(service_out(session, service), job)
 
 

@@ -6,28 +6,48 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import CurrentCustomer, SessionDep
+from api.services.service import Accepted
+from api.errors import error_responses
 from api.services.router import accepted, commit_and_enqueue
 from api.services.schemas import JobAccepted
 from api.versions import service
 from api.versions.schemas import CreateVersionRequest, TrafficChangeRequest, VersionOut
 from db.settings import get_settings
 
-router = APIRouter(prefix="/api/inference/services/{service_id}", tags=["versions"])
+router = APIRouter(
+    prefix="/api/inference/services/{service_id}",
+    tags=["versions"],
+    responses=error_responses(401, 404, 422, 503),
+)
+CHANGE_ERRORS = error_responses(400, 409, 413)
 
 
-def _accepted(request: Request, service_id: str, result: service.Accepted) -> JSONResponse:
+def _accepted(request: Request, service_id: str, result: Accepted) -> JSONResponse:
     assert result.job is not None
     return accepted(
         request,
-        JobAccepted(service_id=service_id, job_id=result.job.uuid, status=result.service.status,
-                    service=result.service),
+        JobAccepted(
+            service_id=service_id,
+            job_id=result.job.uuid,
+            status=result.service.status,
+            service=result.service,
+        ),
     )
 
 
-@router.post("/versions", response_model=JobAccepted, status_code=202,
-             responses={409: {"description": "another job is active or not running"}})
+@router.post(
+    "/versions",
+    response_model=JobAccepted,
+    status_code=202,
+    responses=error_responses(
+        400, 409, 413, described={409: "another job is active or not running"}
+    ),
+)
 async def create_version(
-    service_id: str, body: CreateVersionRequest, request: Request, principal: CurrentCustomer,
+    service_id: str,
+    body: CreateVersionRequest,
+    request: Request,
+    principal: CurrentCustomer,
     session: SessionDep,
 ) -> JSONResponse:
     """Deploy a new version beside the current one; it receives canary_percent once ready."""
@@ -46,10 +66,19 @@ async def list_versions(
     return await session.run_sync(service.list_versions, principal.customer_id, service_id)
 
 
-@router.post("/versions/{number}/promote", response_model=JobAccepted, status_code=202)
+@router.post(
+    "/versions/{number}/promote",
+    response_model=JobAccepted,
+    status_code=202,
+    responses=CHANGE_ERRORS,
+)
 async def promote(
-    service_id: str, number: int, request: Request, principal: CurrentCustomer,
-    session: SessionDep, body: TrafficChangeRequest | None = Body(None),
+    service_id: str,
+    number: int,
+    request: Request,
+    principal: CurrentCustomer,
+    session: SessionDep,
+    body: TrafficChangeRequest | None = Body(None),
 ) -> JSONResponse:
     """Give the version 100% of the traffic; the others are removed after the grace period."""
     callback = body.callback_url if body else None
@@ -60,9 +89,12 @@ async def promote(
     return _accepted(request, service_id, result)
 
 
-@router.post("/rollback", response_model=JobAccepted, status_code=202)
+@router.post("/rollback", response_model=JobAccepted, status_code=202, responses=CHANGE_ERRORS)
 async def rollback(
-    service_id: str, request: Request, principal: CurrentCustomer, session: SessionDep,
+    service_id: str,
+    request: Request,
+    principal: CurrentCustomer,
+    session: SessionDep,
     body: TrafficChangeRequest | None = Body(None),
 ) -> JSONResponse:
     """Return all traffic to the last version that served 100%; the canary is removed."""

@@ -21,7 +21,12 @@ from db.repositories import services as services_repo
 from db.settings import Settings
 
 VERSION_RESOURCE_FIELDS = (
-    "replicas", "min_replicas", "max_replicas", "cpu_cores", "memory_gb", "gpu_count",
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "cpu_cores",
+    "memory_gb",
+    "gpu_count",
 )
 
 
@@ -75,16 +80,23 @@ def create_version(
     _require_serving(session, service)
     framework = body.framework or service.framework
     model_format = check_model_format(
-        framework, body.model_format if body.model_format else (
-            service.model_format if framework == service.framework else None
-        )
+        framework,
+        body.model_format
+        if body.model_format
+        else (service.model_format if framework == service.framework else None),
     )
-    values = {f: getattr(body, f) if getattr(body, f) is not None else getattr(service, f)
-              for f in VERSION_RESOURCE_FIELDS}
+    values = {
+        f: getattr(body, f) if getattr(body, f) is not None else getattr(service, f)
+        for f in VERSION_RESOURCE_FIELDS
+    }
     check_resources(values, settings)
     version = services_repo.add_version(
-        session, service, model_path=body.model_path, framework=framework,
-        model_format=model_format, **values,
+        session,
+        service,
+        model_path=body.model_path,
+        framework=framework,
+        model_format=model_format,
+        **values,
     )
     job = jobs_repo.create_job(
         session,
@@ -100,7 +112,11 @@ def create_version(
 
 
 def promote(
-    session: Session, customer_id: int, uuid: str, number: int, callback_url: str | None,
+    session: Session,
+    customer_id: int,
+    uuid: str,
+    number: int,
+    callback_url: str | None,
     settings: Settings,
 ) -> Accepted:
     """Give version `number` 100% of the traffic; the others retire after the grace period."""
@@ -109,8 +125,9 @@ def promote(
     if version is None:
         raise NotFound(f"version {number} of service {uuid} not found")
     if version.status == "failed":
-        raise Conflict(f"version {number} failed; deploy a new version instead",
-                       code="version_failed")
+        raise Conflict(
+            f"version {number} failed; deploy a new version instead", code="version_failed"
+        )
     if version.traffic_percent == 100:
         raise Conflict(f"version {number} already serves 100%", code="already_promoted")
     return _traffic_job(session, service, version, "promote", callback_url, settings)
@@ -128,8 +145,12 @@ def rollback(
 
 
 def _traffic_job(
-    session: Session, service: InferenceService, version: ServiceVersion, kind: str,
-    callback_url: str | None, settings: Settings,
+    session: Session,
+    service: InferenceService,
+    version: ServiceVersion,
+    kind: str,
+    callback_url: str | None,
+    settings: Settings,
 ) -> Accepted:
     _require_serving(session, service)
     if callback_url is not None:

@@ -133,7 +133,9 @@ def lock_job(session: Session, job_id: int, *, skip_locked: bool = True) -> Job 
     return session.scalar(query)
 
 
-def claim_due_jobs(session: Session, now: datetime, until: datetime, limit: int = 500) -> list[tuple[int, str]]:
+def claim_due_jobs(
+    session: Session, now: datetime, until: datetime, limit: int = 500
+) -> list[tuple[int, str]]:
     """Atomically take due active jobs for dispatch: their next check moves to `until`.
 
     Moving the time before the task is sent means a worker's own rescheduling, which

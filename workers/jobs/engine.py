@@ -36,8 +36,10 @@ def backoff(count: int) -> float:
     """Seconds until the next readiness check: doubling from the initial value, capped."""
     settings = get_settings()
     return float(
-        min(settings.readiness_backoff_initial * (2 ** max(count - 1, 0)),
-            settings.readiness_backoff_max)
+        min(
+            settings.readiness_backoff_initial * (2 ** max(count - 1, 0)),
+            settings.readiness_backoff_max,
+        )
     )
 
 

@@ -143,13 +143,15 @@ def complete(step: Step) -> None:
             "promote": f"version {version.number} promoted",
             "rollback": f"rolled back to version {version.number}",
         }[job.kind]
-        set_traffic(session, service, version, percent, grace_seconds=grace, reason=reason,
-                    job_id=job.id)
+        set_traffic(
+            session, service, version, percent, grace_seconds=grace, reason=reason, job_id=job.id
+        )
     else:
         for version in step.versions_to_roll():
             version.status = "ready"
-    transition_service(session, service, "running", f"{job.kind} job {job.uuid} succeeded",
-                       job_id=job.id)
+    transition_service(
+        session, service, "running", f"{job.kind} job {job.uuid} succeeded", job_id=job.id
+    )
 
 
 def fail(step: Step, failure: Failure) -> None:

@@ -34,19 +34,26 @@ def drift(spec: VersionSpec, status: RolloutStatus) -> dict[str, Any] | None:
     """The failure describing how the runtime differs from the version's spec, or None."""
     if status.state == "missing":
         return failure_info(
-            "DeploymentMissing", status.message or "the version's objects are gone",
+            "DeploymentMissing",
+            status.message or "the version's objects are gone",
         )
     if status.state == "failed":
-        return failure_info(status.reason or "RolloutFailed", status.message or "",
-                            location=status.location, exit_code=status.exit_code)
+        return failure_info(
+            status.reason or "RolloutFailed",
+            status.message or "",
+            location=status.location,
+            exit_code=status.exit_code,
+        )
     desired = status.desired_replicas
     if desired is not None and not spec.autoscale and desired != spec.replicas:
         return failure_info(
             "ReplicasDrift",
             f"runtime wants {desired} replicas, serveplane applied {spec.replicas}",
         )
-    if desired is not None and spec.autoscale and not (
-        spec.min_replicas <= desired <= spec.max_replicas
+    if (
+        desired is not None
+        and spec.autoscale
+        and not (spec.min_replicas <= desired <= spec.max_replicas)
     ):
         return failure_info(
             "ReplicasDrift",
@@ -63,8 +70,10 @@ def reconcile_services(limit: int = 500) -> dict[str, int]:
         busy = select(Job.service_id).where(Job.status.in_(("queued", "running")))
         services = session.scalars(
             select(InferenceService)
-            .where(InferenceService.status.in_(("running", "degraded")),
-                   InferenceService.id.not_in(busy))
+            .where(
+                InferenceService.status.in_(("running", "degraded")),
+                InferenceService.id.not_in(busy),
+            )
             .order_by(InferenceService.id)
             .limit(limit)
         ).all()
@@ -94,19 +103,22 @@ def reconcile_services(limit: int = 500) -> dict[str, int]:
     return counts
 
 
-def _settle(service_id: int, problem: dict[str, Any] | None, heal: bool,
-            counts: dict[str, int]) -> None:
+def _settle(
+    service_id: int, problem: dict[str, Any] | None, heal: bool, counts: dict[str, int]
+) -> None:
     """Record the outcome for one service under its row lock (skip if a job started)."""
     with session_scope() as session:
         service = session.scalar(
-            select(InferenceService).where(InferenceService.id == service_id)
+            select(InferenceService)
+            .where(InferenceService.id == service_id)
             .with_for_update(skip_locked=True)
         )
         if service is None or service.status not in ("running", "degraded"):
             return
         active = session.scalar(
-            select(Job.id).where(Job.service_id == service_id,
-                                 Job.status.in_(("queued", "running")))
+            select(Job.id).where(
+                Job.service_id == service_id, Job.status.in_(("queued", "running"))
+            )
         )
         if active is not None:
             return
@@ -118,14 +130,20 @@ def _settle(service_id: int, problem: dict[str, Any] | None, heal: bool,
                     hook(session, service)
             return
         if service.status == "running":
-            transition_service(session, service, "degraded",
-                               f"drift: {problem['reason']}: {problem['message']}",
-                               failure=problem)
+            transition_service(
+                session,
+                service,
+                "degraded",
+                f"drift: {problem['reason']}: {problem['message']}",
+                failure=problem,
+            )
             counts["degraded"] += 1
             for hook in reconcile_hooks:
                 hook(session, service)
-        elif service.failure != problem and service.failure is not None and (
-            service.failure.get("reason") != problem["reason"]
+        elif (
+            service.failure != problem
+            and service.failure is not None
+            and (service.failure.get("reason") != problem["reason"])
         ):
             service.failure = problem
         if heal:

@@ -31,12 +31,18 @@ def load_api_client(kubeconfig: str | None, timeout: float) -> client.ApiClient:
     """An ApiClient from a kubeconfig file, or in-cluster config when none is given."""
     configuration = client.Configuration()
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     else:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
         except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
     configuration.connection_pool_maxsize = 32
     configuration.retries = False
     return client.ApiClient(configuration)
