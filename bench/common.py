@@ -42,8 +42,9 @@ def summary(values: list[float], scale: float = 1.0, digits: int = 4) -> dict[st
 
 
 def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
+    """What the figures were measured on (loadavg: other work on the machine at the end)."""
     return {
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "nproc": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
@@ -72,13 +73,32 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2, sort_keys=False), flush=True)
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds used so far by each named process (and its children)."""
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            times = proc.cpu_times()
+            out[name] = times.user + times.system + times.children_user + times.children_system
+        except psutil.NoSuchProcess:
+            out[name] = math.nan
+    return out
+
+
 async def load(
-    request: Callable[[], Awaitable[bool]], concurrency: int, seconds: float
+    request: Callable[[], Awaitable[bool]],
+    concurrency: int,
+    seconds: float,
+    cpu_of: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Closed-loop load: `concurrency` callers repeat `request` for `seconds`.
 
-    Returns requests/s of successful calls, errors and the latency distribution (ms).
+    Returns requests/s of successful calls, errors, the latency distribution (ms) and, for
+    the processes named in `cpu_of` (plus this client), CPU milliseconds per request.
     """
+    pids = {"client": os.getpid(), **(cpu_of or {})}
+    cpu_before = cpu_seconds(pids)
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -99,12 +119,21 @@ async def load(
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(pids)
+    done = max(len(latencies), 1)
     return {
         "requests": len(latencies),
         "errors": errors,
         "seconds": round(elapsed, 2),
         "rps": round(len(latencies) / elapsed, 1),
         "latency_ms": summary(latencies, 1000, 2),
+        "cpu_ms_per_request": {
+            name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 3) for name in pids
+        },
+        "cpu_utilisation": {
+            name: round((cpu_after[name] - cpu_before[name]) / elapsed, 2) for name in pids
+        },
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
 
