@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import Path
 from pydantic import AfterValidator, Field
 
 from db.domain import (
@@ -62,3 +63,8 @@ CallbackUrl = Annotated[str, Field(max_length=2048)]
 # Ids are PostgreSQL BIGINTs: a larger number is a 422, not a database error.
 DB_ID_MAX = 2**63 - 1
 DbId = Annotated[int, Field(ge=1, le=DB_ID_MAX)]
+# Public ids (svc-…, job-…, wh-…, msg_…) are short ASCII tokens: anything else names nothing,
+# and is refused before a byte PostgreSQL cannot take (NUL) reaches a query.
+PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=PUBLIC_ID_PATTERN)]
+PublicId = Annotated[str, Field(min_length=1, max_length=64, pattern=PUBLIC_ID_PATTERN)]

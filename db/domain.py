@@ -52,6 +52,9 @@ JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/\-+=@,:~%]+")
+# A claim is a Kubernetes object name; a bucket follows S3's naming rules.
+_CLAIM_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def normalize_framework(value: str) -> str | None:
@@ -92,6 +95,11 @@ def model_path_error(path: str) -> str | None:
             rest = path[len(scheme) :]
             if not rest or rest.startswith("/"):
                 return f"{scheme} locations need a name after the scheme"
+            head = rest.partition("/")[0]
+            if scheme == "pvc://" and not (len(head) <= 253 and _CLAIM_NAME.fullmatch(head)):
+                return "the pvc:// claim must be a lowercase Kubernetes name (letters, digits, - .)"
+            if scheme == "s3://" and not _BUCKET_NAME.fullmatch(head):
+                return "the s3:// bucket must be 3-63 lowercase letters, digits, '.' or '-'"
             break
     else:
         if "://" in path:

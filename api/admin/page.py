@@ -31,6 +31,7 @@ from api.jobs.schemas import JobOut
 from api.jobs.service import jobs_out
 from api.pagination import decode_cursor, encode_cursor
 from api.queue import enqueue_job
+from api.validation import PathId
 from db.settings import get_settings
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -207,7 +208,10 @@ async def index(request: Request, session: SessionDep) -> Response:
     status = _choice(query.get("status"), JOB_STATUSES, "failed")
     kind = _choice(query.get("kind"), JOB_KINDS, None)
     customer = query.get("customer_id", "")
-    customer_id = int(customer) if customer.isdigit() else None
+    # ASCII digits only (int() refuses "²"), and few enough to fit a BIGINT.
+    customer_id = (
+        int(customer) if customer.isascii() and customer.isdigit() and len(customer) < 19 else None
+    )
     delivery_status = _choice(query.get("delivery_status"), DELIVERY_STATUSES, None)
     try:
         before = decode_cursor(query.get("before"))
@@ -260,7 +264,7 @@ async def index(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/jobs/{job_id}")
-async def job_detail(job_id: str, request: Request, session: SessionDep) -> Response:
+async def job_detail(job_id: PathId, request: Request, session: SessionDep) -> Response:
     """One job with its attempts and the actions it allows."""
     auth = await _principal(request)
     if isinstance(auth, Response):
@@ -308,19 +312,19 @@ async def _act(request: Request, session: SessionDep, action: str, job_id: str) 
 
 
 @router.post("/jobs/{job_id}/retry")
-async def retry(job_id: str, request: Request, session: SessionDep) -> Response:
+async def retry(job_id: PathId, request: Request, session: SessionDep) -> Response:
     """The Retry button."""
     return await _act(request, session, "retry", job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(job_id: str, request: Request, session: SessionDep) -> Response:
+async def cancel(job_id: PathId, request: Request, session: SessionDep) -> Response:
     """The Cancel button."""
     return await _act(request, session, "cancel", job_id)
 
 
 @router.post("/deliveries/{delivery_id}/redeliver")
-async def redeliver(delivery_id: str, request: Request, session: SessionDep) -> Response:
+async def redeliver(delivery_id: PathId, request: Request, session: SessionDep) -> Response:
     """The Redeliver button: the same message (same webhook-id) is queued again."""
     auth = await _principal(request)
     if isinstance(auth, Response):

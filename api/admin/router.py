@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -25,8 +24,10 @@ from api.admin.schemas import (
     RetryResult,
 )
 from api.deps import SessionDep, admin_principal
+from api.errors import error_responses
 from api.jobs.schemas import JobOut, JobPage
 from api.queue import enqueue_job
+from api.validation import DB_ID_MAX, PathId
 from db.models import Job
 from db.settings import get_settings
 
@@ -34,11 +35,9 @@ router = APIRouter(
     prefix="/api/admin",
     tags=["admin"],
     dependencies=[Depends(admin_principal)],
-    responses={401: {"description": "no token"}, 403: {"description": "not an admin token"}},
+    responses=error_responses(401, 403, 422, 503),
 )
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "the job is not in a state that allows this"}
-}
+CONFLICT = error_responses(404, 409, described={409: "the job is not in a state that allows this"})
 
 
 async def enqueue_all(request: Request, jobs: Sequence[Job]) -> None:
@@ -60,7 +59,7 @@ async def admin_list_jobs(
     session: SessionDep,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
-    customer_id: int | None = Query(None, ge=1),
+    customer_id: int | None = Query(None, ge=1, le=DB_ID_MAX),
     since: datetime | None = Query(None, description="ISO-8601; jobs created at or after it."),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
@@ -79,13 +78,18 @@ async def admin_list_jobs(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
-async def admin_get_job(job_id: str, session: SessionDep) -> JobOut:
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
+async def admin_get_job(job_id: PathId, session: SessionDep) -> JobOut:
     """Any customer's job with its attempts."""
     return await session.run_sync(lambda s: service.job_view(s, service.get_job(s, job_id)))
 
 
-@router.post("/jobs/retry", response_model=RetryResult, status_code=202)
+@router.post(
+    "/jobs/retry",
+    response_model=RetryResult,
+    status_code=202,
+    responses=error_responses(400, 409, 413),
+)
 async def admin_retry_jobs(body: RetryFilter, request: Request, session: SessionDep) -> RetryResult:
     """Retry every matching failed job that can be retried; the rest come back with a reason."""
     settings = get_settings()
@@ -96,7 +100,7 @@ async def admin_retry_jobs(body: RetryFilter, request: Request, session: Session
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobOut, status_code=202, responses=CONFLICT)
-async def admin_retry_job(job_id: str, request: Request, session: SessionDep) -> JSONResponse:
+async def admin_retry_job(job_id: PathId, request: Request, session: SessionDep) -> JSONResponse:
     """Run a failed job again as a new attempt; its history is kept."""
     settings = get_settings()
 
@@ -111,7 +115,7 @@ async def admin_retry_job(job_id: str, request: Request, session: SessionDep) ->
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, status_code=202, responses=CONFLICT)
-async def admin_cancel_job(job_id: str, request: Request, session: SessionDep) -> JSONResponse:
+async def admin_cancel_job(job_id: PathId, request: Request, session: SessionDep) -> JSONResponse:
     """Cancel a queued job, or ask a running one to stop at its next step."""
     view = await session.run_sync(lambda s: service.job_view(s, service.cancel_job(s, job_id)))
     await session.commit()
@@ -122,7 +126,7 @@ async def admin_cancel_job(job_id: str, request: Request, session: SessionDep) -
 async def admin_list_deliveries(
     session: SessionDep,
     status: DeliveryStatus | None = None,
-    customer_id: int | None = Query(None, ge=1),
+    customer_id: int | None = Query(None, ge=1, le=DB_ID_MAX),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
 ) -> DeliveryPage:
@@ -138,9 +142,11 @@ async def admin_list_deliveries(
     "/webhook-deliveries/{delivery_id}/redeliver",
     response_model=DeliveryOut,
     status_code=202,
-    responses={409: {"description": "already pending, or its endpoint is gone"}},
+    responses=error_responses(
+        404, 409, described={409: "already pending, or its endpoint is gone"}
+    ),
 )
-async def admin_redeliver(delivery_id: str, session: SessionDep) -> DeliveryOut:
+async def admin_redeliver(delivery_id: PathId, session: SessionDep) -> DeliveryOut:
     """Queue a failed or succeeded delivery again: same webhook-id, attempts kept.
 
     The webhook dispatcher sends it (it is due at once)."""

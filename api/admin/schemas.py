@@ -7,6 +7,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.validation import DbId, PublicId
+
 JobKind = Literal["deploy", "scale", "update", "promote", "rollback", "delete"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
@@ -22,9 +24,9 @@ class RetryFilter(BaseModel):
 
     status: Literal["failed"] = "failed"
     kind: JobKind | None = None
-    customer_id: int | None = Field(None, ge=1)
+    customer_id: DbId | None = None
     since: datetime | None = None
-    job_ids: list[str] | None = Field(None, max_length=1000)
+    job_ids: list[PublicId] | None = Field(None, max_length=1000)
     limit: int = Field(200, ge=1, le=1000, description="At most this many jobs are looked at.")
 
 

@@ -87,7 +87,7 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     service_id, target = split_path(scope)
     client = scope.get("client")
     incoming = read_headers(scope["headers"], client[0] if client else None)
-    if not service_id or len(service_id) > MAX_ID_LENGTH:
+    if not service_id or len(service_id) > MAX_ID_LENGTH or "\x00" in service_id:
         raise GatewayError(404, "service_not_found", f"service {service_id!r} not found")
     route = await ROUTES.get(service_id, state.sessionmaker)
     if route is None or route.status in GONE_STATUSES:

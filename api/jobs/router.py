@@ -10,6 +10,7 @@ from api.deps import CurrentCustomer, SessionDep
 from api.errors import error_responses
 from api.jobs import service
 from api.jobs.schemas import JobOut, JobPage
+from api.validation import PUBLIC_ID_PATTERN, PathId
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=error_responses(401, 422, 503))
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -19,7 +20,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 async def list_jobs(
     principal: CurrentCustomer,
     session: SessionDep,
-    service_id: str | None = Query(None, max_length=64),
+    service_id: str | None = Query(None, max_length=64, pattern=PUBLIC_ID_PATTERN),
     status: JobStatus | None = None,
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
@@ -38,6 +39,6 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-async def get_job(job_id: str, principal: CurrentCustomer, session: SessionDep) -> JobOut:
+async def get_job(job_id: PathId, principal: CurrentCustomer, session: SessionDep) -> JobOut:
     """One job with its attempts."""
     return await session.run_sync(service.get_job, principal.customer_id, job_id)

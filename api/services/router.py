@@ -23,7 +23,7 @@ from api.services.schemas import (
     ServicePage,
     UpdateServiceRequest,
 )
-from api.validation import DB_ID_MAX
+from api.validation import DB_ID_MAX, PathId
 from db.repositories import services as services_repo
 from db.settings import get_settings
 
@@ -122,7 +122,7 @@ async def list_services(
 
 @router.get("/{service_id}", response_model=ServiceOut, responses=error_responses(404))
 async def get_service(
-    service_id: str, principal: CurrentCustomer, session: SessionDep
+    service_id: PathId, principal: CurrentCustomer, session: SessionDep
 ) -> ServiceOut:
     """One service with its traffic split and active job."""
     return await session.run_sync(
@@ -140,7 +140,7 @@ async def get_service(
     status_code=202,
 )
 async def update_service(
-    service_id: str,
+    service_id: PathId,
     body: UpdateServiceRequest,
     request: Request,
     principal: CurrentCustomer,
@@ -172,7 +172,7 @@ async def update_service(
     responses=error_responses(404, 409, described={409: "already deleted"}),
 )
 async def delete_service(
-    service_id: str,
+    service_id: PathId,
     request: Request,
     principal: CurrentCustomer,
     session: SessionDep,
@@ -199,7 +199,7 @@ async def delete_service(
 
 @router.get("/{service_id}/events", response_model=list[EventOut], responses=error_responses(404))
 async def list_events(
-    service_id: str, principal: CurrentCustomer, session: SessionDep
+    service_id: PathId, principal: CurrentCustomer, session: SessionDep
 ) -> list[EventOut]:
     """Every status transition and traffic change, oldest first."""
     return await session.run_sync(service.list_events, principal.customer_id, service_id)
@@ -211,7 +211,7 @@ async def list_events(
     responses=error_responses(404, 409),
 )
 async def rotate_api_key(
-    service_id: str, request: Request, principal: CurrentCustomer, session: SessionDep
+    service_id: PathId, request: Request, principal: CurrentCustomer, session: SessionDep
 ) -> ApiKeyRotated:
     """A new API key, shown once; the old key stops working at once."""
     api_key = await session.run_sync(service.rotate_api_key, principal.customer_id, service_id)

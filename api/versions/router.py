@@ -6,10 +6,11 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import CurrentCustomer, SessionDep
-from api.services.service import Accepted
 from api.errors import error_responses
 from api.services.router import accepted, commit_and_enqueue
 from api.services.schemas import JobAccepted
+from api.services.service import Accepted
+from api.validation import PathId
 from api.versions import service
 from api.versions.schemas import CreateVersionRequest, TrafficChangeRequest, VersionOut
 from db.settings import get_settings
@@ -44,7 +45,7 @@ def _accepted(request: Request, service_id: str, result: Accepted) -> JSONRespon
     ),
 )
 async def create_version(
-    service_id: str,
+    service_id: PathId,
     body: CreateVersionRequest,
     request: Request,
     principal: CurrentCustomer,
@@ -60,7 +61,7 @@ async def create_version(
 
 @router.get("/versions", response_model=list[VersionOut])
 async def list_versions(
-    service_id: str, principal: CurrentCustomer, session: SessionDep
+    service_id: PathId, principal: CurrentCustomer, session: SessionDep
 ) -> list[VersionOut]:
     """Versions with status, traffic percent, replicas and times."""
     return await session.run_sync(service.list_versions, principal.customer_id, service_id)
@@ -73,7 +74,7 @@ async def list_versions(
     responses=CHANGE_ERRORS,
 )
 async def promote(
-    service_id: str,
+    service_id: PathId,
     number: int,
     request: Request,
     principal: CurrentCustomer,
@@ -91,7 +92,7 @@ async def promote(
 
 @router.post("/rollback", response_model=JobAccepted, status_code=202, responses=CHANGE_ERRORS)
 async def rollback(
-    service_id: str,
+    service_id: PathId,
     request: Request,
     principal: CurrentCustomer,
     session: SessionDep,

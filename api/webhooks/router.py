@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCustomer, SessionDep
+from api.errors import error_responses
+from api.validation import PUBLIC_ID_PATTERN, PathId
 from api.webhooks import service
 from api.webhooks.schemas import (
     CreateWebhookRequest,
@@ -23,7 +25,9 @@ from db.queue import DELIVER_WEBHOOK_TASK
 from db.settings import get_settings
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+router = APIRouter(
+    prefix="/api/webhooks", tags=["webhooks"], responses=error_responses(401, 422, 503)
+)
 
 
 def _send_delivery(producer: Celery, delivery_id: int) -> None:
@@ -39,7 +43,9 @@ def _send_delivery(producer: Celery, delivery_id: int) -> None:
     "",
     status_code=201,
     response_model=WebhookCreated,
-    responses={422: {"description": "invalid or unsafe url, unknown event type"}},
+    responses=error_responses(
+        400, 409, 413, 422, described={422: "invalid or unsafe url, unknown event type"}
+    ),
 )
 async def create_webhook(
     body: CreateWebhookRequest, principal: CurrentCustomer, session: SessionDep
@@ -67,7 +73,7 @@ async def get_signing_secret(principal: CurrentCustomer, session: SessionDep) ->
     return SigningSecret(secret=secret)
 
 
-@router.post("/signing-secret/rotate", response_model=SigningSecret)
+@router.post("/signing-secret/rotate", response_model=SigningSecret, responses=error_responses(409))
 async def rotate_signing_secret(principal: CurrentCustomer, session: SessionDep) -> SigningSecret:
     """Replace the callback signing secret; every later attempt is signed with the new one."""
     secret = await session.run_sync(service.rotate_signing_secret, principal.customer_id)
@@ -79,7 +85,7 @@ async def rotate_signing_secret(principal: CurrentCustomer, session: SessionDep)
 async def list_all_deliveries(
     principal: CurrentCustomer,
     session: SessionDep,
-    job_id: str | None = Query(None, max_length=64),
+    job_id: str | None = Query(None, max_length=64, pattern=PUBLIC_ID_PATTERN),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=200),
 ) -> DeliveryPage:
@@ -91,9 +97,9 @@ async def list_all_deliveries(
     )
 
 
-@router.get("/{webhook_id}", response_model=WebhookOut)
+@router.get("/{webhook_id}", response_model=WebhookOut, responses=error_responses(404))
 async def get_webhook(
-    webhook_id: str, principal: CurrentCustomer, session: SessionDep
+    webhook_id: PathId, principal: CurrentCustomer, session: SessionDep
 ) -> WebhookOut:
     """One endpoint (without its secret)."""
     return await session.run_sync(
@@ -101,9 +107,14 @@ async def get_webhook(
     )
 
 
-@router.delete("/{webhook_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/{webhook_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404, 409),
+)
 async def delete_webhook(
-    webhook_id: str, principal: CurrentCustomer, session: SessionDep
+    webhook_id: PathId, principal: CurrentCustomer, session: SessionDep
 ) -> Response:
     """Stop sending to the endpoint; its pending deliveries are given up."""
     await session.run_sync(service.delete_webhook, principal.customer_id, webhook_id)
@@ -111,9 +122,14 @@ async def delete_webhook(
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/test", status_code=202, response_model=TestQueued)
+@router.post(
+    "/{webhook_id}/test",
+    status_code=202,
+    response_model=TestQueued,
+    responses=error_responses(404, 409),
+)
 async def test_webhook(
-    webhook_id: str, request: Request, principal: CurrentCustomer, session: SessionDep
+    webhook_id: PathId, request: Request, principal: CurrentCustomer, session: SessionDep
 ) -> TestQueued:
     """Queue a signed `webhook.test` delivery to the endpoint."""
     settings = get_settings()
@@ -125,9 +141,9 @@ async def test_webhook(
     return answer
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage)
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, responses=error_responses(404))
 async def list_deliveries(
-    webhook_id: str,
+    webhook_id: PathId,
     principal: CurrentCustomer,
     session: SessionDep,
     cursor: str | None = Query(None, max_length=200),
