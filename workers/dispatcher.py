@@ -23,6 +23,7 @@ from db.queue import RUN_JOB_TASK
 from db.repositories import jobs as jobs_repo
 from db.settings import get_settings
 from db.states import utcnow
+from workers.jobs.batch_check import check_waiting, is_batchable
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x5E57E  # pg advisory lock id of the dispatcher leader
@@ -77,23 +78,34 @@ class Dispatcher(threading.Thread):
             self._leader_conn = None
 
     def dispatch_due_jobs(self) -> int:
-        """Send every due job to the queue; each is marked in flight for one lease first."""
+        """Send due jobs to the queue; each is marked in flight for one lease first.
+
+        Jobs waiting on a rollout are checked here in one batch; only those whose rollout
+        finished are sent, the others get their next check.
+        """
         settings = get_settings()
         now = utcnow()
         with session_scope() as session:
             due = jobs_repo.claim_due_jobs(
                 session, now, now + timedelta(seconds=settings.job_lease_seconds)
             )
-        unsent = [job_id for job_id, _ in due]
+        waiting = [job for job in due if is_batchable(job)]
+        to_send = [job for job in due if not is_batchable(job)]
         try:
-            for job_id, uuid in due:
-                self.app.send_task(RUN_JOB_TASK, args=[job_id], task_id=uuid)
-                unsent.remove(job_id)
+            to_send += check_waiting(waiting)
+        except Exception:
+            log.exception("batched readiness check failed; sending the jobs one by one")
+            to_send += waiting
+        unsent = [job.id for job in to_send]
+        try:
+            for job in to_send:
+                self.app.send_task(RUN_JOB_TASK, args=[job.id], task_id=job.uuid)
+                unsent.remove(job.id)
         finally:
             if unsent:
                 with session_scope() as session:
                     jobs_repo.make_due(session, unsent, utcnow())
-        return len(due) - len(unsent)
+        return len(to_send) - len(unsent)
 
     def _run_chores(self) -> None:
         now = time.monotonic()

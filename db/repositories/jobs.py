@@ -135,7 +135,7 @@ def lock_job(session: Session, job_id: int, *, skip_locked: bool = True) -> Job 
 
 def claim_due_jobs(
     session: Session, now: datetime, until: datetime, limit: int = 500
-) -> list[tuple[int, str]]:
+) -> list[Job]:
     """Atomically take due active jobs for dispatch: their next check moves to `until`.
 
     Moving the time before the task is sent means a worker's own rescheduling, which
@@ -152,10 +152,25 @@ def claim_due_jobs(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    rows = session.execute(
-        update(Job).where(Job.id.in_(due)).values(next_check_at=until).returning(Job.id, Job.uuid)
-    ).all()
-    return [(row[0], row[1]) for row in rows]
+    return list(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(due))
+            .values(next_check_at=until)
+            .returning(Job)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+
+
+def reschedule_checks(session: Session, schedule: Sequence[tuple[int, datetime]]) -> None:
+    """Set the next readiness check of waiting jobs (and count the check)."""
+    for job_id, at in schedule:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.phase == "wait")
+            .values(next_check_at=at, check_count=Job.check_count + 1)
+        )
 
 
 def make_due(session: Session, job_ids: Sequence[int], now: datetime) -> None:

@@ -205,6 +205,11 @@ class FakeKube:
         """Writes that overlapped another in-flight write to the same object (see set_latency)."""
         return self.counters.concurrent_violations
 
+    @property
+    def concurrent_violation_keys(self) -> list[tuple[str, str, str]]:
+        """The objects (resource, namespace, name) whose writes overlapped."""
+        return list(self.inflight.violation_keys)
+
     # ---- direct store access -------------------------------------------------------------
     def get_object(
         self, api_version: str | None, kind_plural: str, namespace: str | None, name: str

@@ -103,6 +103,7 @@ class InFlight:
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.active: dict[tuple[str, str, str], int] = {}
+        self.violation_keys: list[tuple[str, str, str]] = []
 
     def enter(self, key: tuple[str, str, str]) -> None:
         """A mutating request for `key` started; counts a violation if one is already active."""
@@ -110,6 +111,7 @@ class InFlight:
         if n:
             with self.stats.lock:
                 self.stats.concurrent_violations += 1
+                self.violation_keys.append(key)
         self.active[key] = n + 1
 
     def leave(self, key: tuple[str, str, str]) -> None:

@@ -76,7 +76,9 @@ def test_concurrent_deliveries_apply_once(database, fake_kube, customer):
     for t in threads:
         t.join()
     job = drive(job_id)
-    assert job.status == "succeeded" and job.attempts == 1
+    with session_scope() as session:
+        history = [(a.number, a.status, a.error) for a in jobs_repo.list_attempts(session, job_id)]
+    assert job.status == "succeeded" and job.attempts == 1, history
     ns = f"sp-customer-{customer['customer_id']}"
     assert len(fake_kube.applied_bodies("deployments", ns, f"{name}-v1")) == 1
     assert [d["metadata"]["name"] for d in fake_kube.list_objects("deployments", ns)

@@ -69,6 +69,7 @@ class KubeClient:
             "autoscaling": client.AutoscalingV2Api(api_client),
         }
         self._known_namespaces: set[str] = set()
+        self._namespace_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _method(self, kind: str, verb: str) -> Callable[..., Any]:
@@ -116,14 +117,19 @@ class KubeClient:
         return result
 
     def ensure_namespace(self, namespace_obj: dict[str, Any]) -> None:
-        """Apply a namespace unless this process applied it already."""
+        """Apply a namespace unless this process applied it already (one thread applies)."""
         name = namespace_obj["metadata"]["name"]
         with self._lock:
             if name in self._known_namespaces:
                 return
-        self.apply(namespace_obj)
-        with self._lock:
-            self._known_namespaces.add(name)
+            lock = self._namespace_locks.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                if name in self._known_namespaces:
+                    return
+            self.apply(namespace_obj)
+            with self._lock:
+                self._known_namespaces.add(name)
 
     def forget_namespace(self, name: str) -> None:
         """Drop a namespace from the applied cache."""

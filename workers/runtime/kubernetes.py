@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from db.domain import namespace_for, object_name
 from db.settings import Settings
 from workers.kube.client import KubeClient, load_api_client
@@ -22,7 +24,15 @@ from workers.runtime.base import (
 )
 
 KINDS_PER_VERSION = ("HorizontalPodAutoscaler", "Service", "Deployment")
-MANAGED_SELECTOR = "app.kubernetes.io/managed-by=serveplane"
+LIST_CHUNK = 100  # service uuids per label selector (keeps URLs short)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _uuid_selector(uuids: list[str]) -> str:
+    return f"serveplane.io/service in ({','.join(uuids)})"
 
 
 class KubernetesRuntime:
@@ -39,7 +49,10 @@ class KubernetesRuntime:
             retry_max_wait=settings.kube_retry_max_wait,
         )
         self.render_config = RenderConfig(
-            images={fw: settings.image_for(fw) for fw in ("tfserving", "torchserve", "triton", "onnxruntime")},
+            images={
+                fw: settings.image_for(fw)
+                for fw in ("tfserving", "torchserve", "triton", "onnxruntime")
+            },
             onnx_server_image=settings.onnx_server_image,
             model_volume_claim=settings.model_volume_claim,
             model_host_path=settings.model_host_path,
@@ -107,8 +120,11 @@ class KubernetesRuntime:
         try:
             deployment = self.kube.get("Deployment", ctx.namespace, ctx.object_name)
             if deployment is None:
-                return RolloutStatus("missing", reason="DeploymentNotFound",
-                                     message=f"deployment {ctx.object_name} does not exist")
+                return RolloutStatus(
+                    "missing",
+                    reason="DeploymentNotFound",
+                    message=f"deployment {ctx.object_name} does not exist",
+                )
             progress = deployment_progress(deployment)
             if progress.state != "progressing":
                 return self._with_endpoints(progress, ctx)
@@ -133,18 +149,21 @@ class KubernetesRuntime:
     def _namespace_statuses(
         self, namespace: str, specs: list[VersionSpec]
     ) -> dict[tuple[str, int], RolloutStatus]:
-        deployments = {
-            d["metadata"]["name"]: d
-            for d in self.kube.list("Deployment", namespace, MANAGED_SELECTOR)
-        }
+        """Statuses of versions in one namespace: LIST calls by service uuid, in chunks."""
         result: dict[tuple[str, int], RolloutStatus] = {}
+        uuids = sorted({s.service_uuid for s in specs})
+        deployments: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(uuids, LIST_CHUNK):
+            for d in self.kube.list("Deployment", namespace, _uuid_selector(chunk)):
+                deployments[d["metadata"]["name"]] = d
         waiting: list[VersionSpec] = []
         for spec in specs:
             ctx = self.context(spec)
             deployment = deployments.get(ctx.object_name)
             if deployment is None:
                 result[(spec.service_uuid, spec.version)] = RolloutStatus(
-                    "missing", reason="DeploymentNotFound",
+                    "missing",
+                    reason="DeploymentNotFound",
                     message=f"deployment {ctx.object_name} does not exist",
                 )
                 continue
@@ -152,19 +171,19 @@ class KubernetesRuntime:
             result[(spec.service_uuid, spec.version)] = self._with_endpoints(progress, ctx)
             if progress.state == "progressing":
                 waiting.append(spec)
-        if waiting:
-            uuids = ",".join(sorted({s.service_uuid for s in waiting}))
-            pods = self.kube.list("Pod", namespace, f"serveplane.io/service in ({uuids})")
-            for spec in waiting:
-                own = [
-                    p for p in pods
-                    if (p.get("metadata", {}).get("labels") or {}).get("serveplane.io/version")
-                    == str(spec.version)
-                    and p["metadata"]["labels"].get("serveplane.io/service") == spec.service_uuid
-                ]
-                stuck = stuck_pod(own)
-                if stuck is not None:
-                    result[(spec.service_uuid, spec.version)] = stuck
+        pods_by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for chunk in _chunks(sorted({s.service_uuid for s in waiting}), LIST_CHUNK):
+            for pod in self.kube.list("Pod", namespace, _uuid_selector(chunk)):
+                labels = pod.get("metadata", {}).get("labels") or {}
+                key = (
+                    labels.get("serveplane.io/service", ""),
+                    labels.get("serveplane.io/version", ""),
+                )
+                pods_by_version.setdefault(key, []).append(pod)
+        for spec in waiting:
+            stuck = stuck_pod(pods_by_version.get((spec.service_uuid, str(spec.version)), []))
+            if stuck is not None:
+                result[(spec.service_uuid, spec.version)] = stuck
         return result
 
     def _with_endpoints(self, status: RolloutStatus, ctx: ManifestContext) -> RolloutStatus:
