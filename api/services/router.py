@@ -6,6 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api import gateway
 from api.deps import CurrentCustomer, SessionDep
@@ -24,6 +25,7 @@ from api.services.schemas import (
     UpdateServiceRequest,
 )
 from api.validation import DB_ID_MAX, PathId
+from api.webhooks.service import guard_url
 from db.repositories import services as services_repo
 from db.settings import get_settings
 
@@ -55,6 +57,12 @@ def accepted(request: Request, body: ServiceAccepted | JobAccepted) -> JSONRespo
     )
 
 
+async def guard_callback(url: str | None) -> None:
+    """422 naming `callback_url` unless the SSRF guard accepts it (DNS off the event loop)."""
+    if url is not None:
+        await run_in_threadpool(guard_url, "callback_url", url, get_settings())
+
+
 async def commit_and_enqueue(
     request: Request, session: SessionDep, result: service.Accepted
 ) -> None:
@@ -75,6 +83,7 @@ async def create_service(
     body: CreateServiceRequest, request: Request, principal: CurrentCustomer, session: SessionDep
 ) -> JSONResponse:
     """Accept a deployment: the service starts `pending`; poll the job or the service."""
+    await guard_callback(body.callback_url)
     settings = get_settings()
     result = await session.run_sync(service.create_service, principal.customer_id, body, settings)
     await commit_and_enqueue(request, session, result)
@@ -147,6 +156,7 @@ async def update_service(
     session: SessionDep,
 ) -> Response:
     """Replicas → a scale job; cpu/memory/gpu → an update job (a new version, no downtime)."""
+    await guard_callback(body.callback_url)
     settings = get_settings()
     result = await session.run_sync(
         service.update_service, principal.customer_id, service_id, body, settings
@@ -179,6 +189,7 @@ async def delete_service(
     callback_url: str | None = Query(None, max_length=2048),
 ) -> JSONResponse:
     """Queue a delete job; the service ends `deleted` and its name becomes free."""
+    await guard_callback(callback_url)
     settings = get_settings()
     result = await session.run_sync(
         service.delete_service, principal.customer_id, service_id, callback_url, settings

@@ -17,7 +17,6 @@ from api.services.schemas import (
     TrafficEntry,
     UpdateServiceRequest,
 )
-from api.webhooks.service import guard_url
 from db.domain import (
     FRAMEWORK_FORMATS,
     default_model_format,
@@ -124,8 +123,6 @@ def create_service(
 ) -> Accepted:
     """Insert the service, its first version and a deploy job in one transaction."""
     model_format = check_model_format(body.framework, body.model_format)
-    if body.callback_url is not None:
-        guard_url("callback_url", body.callback_url, settings)
     values = {
         f: getattr(body, f) if getattr(body, f) is not None else d for f, d in SPEC_DEFAULTS.items()
     }
@@ -222,8 +219,6 @@ def update_service(
     session: Session, customer_id: int, uuid: str, body: UpdateServiceRequest, settings: Settings
 ) -> Accepted:
     """PATCH: replicas → a scale job; cpu/memory/gpu → an update job (a new version)."""
-    if body.callback_url is not None:
-        guard_url("callback_url", body.callback_url, settings)
     service = lock_for_mutation(session, customer_id, uuid)
     given = body.model_fields_set
     if "description" in given:
@@ -283,8 +278,6 @@ def delete_service(
     session: Session, customer_id: int, uuid: str, callback_url: str | None, settings: Settings
 ) -> Accepted:
     """DELETE: supersede queued jobs, ask running ones to stop, queue the delete job."""
-    if callback_url is not None:
-        guard_url("callback_url", callback_url, settings)
     service = services_repo.get_service(session, uuid, customer_id=customer_id, lock=True)
     if service is None:
         raise NotFound(f"service {uuid} not found")

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import CurrentCustomer, SessionDep
 from api.errors import error_responses
-from api.services.router import accepted, commit_and_enqueue
+from api.services.router import accepted, commit_and_enqueue, guard_callback
 from api.services.schemas import JobAccepted
 from api.services.service import Accepted
 from api.validation import PathId
@@ -52,6 +52,7 @@ async def create_version(
     session: SessionDep,
 ) -> JSONResponse:
     """Deploy a new version beside the current one; it receives canary_percent once ready."""
+    await guard_callback(body.callback_url)
     result = await session.run_sync(
         service.create_version, principal.customer_id, service_id, body, get_settings()
     )
@@ -83,6 +84,7 @@ async def promote(
 ) -> JSONResponse:
     """Give the version 100% of the traffic; the others are removed after the grace period."""
     callback = body.callback_url if body else None
+    await guard_callback(callback)
     result = await session.run_sync(
         service.promote, principal.customer_id, service_id, number, callback, get_settings()
     )
@@ -100,6 +102,7 @@ async def rollback(
 ) -> JSONResponse:
     """Return all traffic to the last version that served 100%; the canary is removed."""
     callback = body.callback_url if body else None
+    await guard_callback(callback)
     result = await session.run_sync(
         service.rollback, principal.customer_id, service_id, callback, get_settings()
     )

@@ -14,7 +14,6 @@ from api.services.service import (
     service_out,
 )
 from api.versions.schemas import CreateVersionRequest, VersionOut
-from api.webhooks.service import guard_url
 from db.models import InferenceService, ServiceVersion
 from db.repositories import jobs as jobs_repo
 from db.repositories import services as services_repo
@@ -74,8 +73,6 @@ def create_version(
     session: Session, customer_id: int, uuid: str, body: CreateVersionRequest, settings: Settings
 ) -> Accepted:
     """Deploy a new version beside the current one; it gets canary_percent once ready."""
-    if body.callback_url is not None:
-        guard_url("callback_url", body.callback_url, settings)
     service = lock_for_mutation(session, customer_id, uuid)
     _require_serving(session, service)
     framework = body.framework or service.framework
@@ -153,8 +150,6 @@ def _traffic_job(
     settings: Settings,
 ) -> Accepted:
     _require_serving(session, service)
-    if callback_url is not None:
-        guard_url("callback_url", callback_url, settings)
     job = jobs_repo.create_job(
         session,
         kind=kind,
