@@ -3,24 +3,55 @@
 The same key with the same request replays the first response and creates nothing new;
 the same key with a different request is a 422; a duplicate that arrives while the first
 is still running is a 409. Keys are scoped per customer and kept SERVEPLANE_IDEMPOTENCY_TTL_HOURS.
+
+A stored answer may hold a secret shown once (a new service's API key), so it is sealed
+(AES-GCM) with a key derived from the caller's bearer token and the Idempotency-Key; the
+database keeps neither of them in plaintext (the key only as a digest, see the repository).
+A replay with another token of the same customer cannot open it and is answered 422.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import principal_for_token
+from api.deps import bearer_token, principal_for_token
 from api.errors import database_unavailable, error_response
 from db.repositories import idempotency as repo
 from db.settings import get_settings
 
 METHODS = {"POST", "PATCH", "DELETE"}
 REPLAYED_HEADERS = ("content-type", "location")
+NONCE_BYTES = 12
+
+
+def sealing_key(token: str, key: str) -> bytes:
+    """The AES key of a stored answer: derivable only with the token and the raw key."""
+    material = b"\0".join([b"serveplane-idempotent-answer", token.encode(), key.encode()])
+    return hashlib.sha256(material).digest()
+
+
+def seal(body: bytes, secret: bytes) -> str:
+    """Encrypt and authenticate an answer for storage."""
+    nonce = os.urandom(NONCE_BYTES)
+    return base64.b64encode(nonce + AESGCM(secret).encrypt(nonce, body, None)).decode()
+
+
+def unseal(stored: str, secret: bytes) -> bytes | None:
+    """The answer sealed by `seal`, or None when `secret` does not open it."""
+    try:
+        raw = base64.b64decode(stored, validate=True)
+        return AESGCM(secret).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], None)
+    except (ValueError, InvalidTag):
+        return None
 
 
 class IdempotencyMiddleware:
@@ -63,6 +94,9 @@ class IdempotencyMiddleware:
         if principal is None:  # the route answers 401
             await self.app(scope, receive, send)
             return
+        token = bearer_token(headers.get("authorization"))
+        assert token is not None  # a principal was found for it
+        secret = sealing_key(token, key)
         body = await _read_body(receive)
         digest = hashlib.sha256(
             b"\n".join(
@@ -89,12 +123,12 @@ class IdempotencyMiddleware:
             snapshot = _snapshot(existing)
             await session.commit()
         if snapshot is not None:
-            await _answer_existing(snapshot, digest, scope, receive, send)
+            await _answer_existing(snapshot, digest, secret, scope, receive, send)
             return
-        await self._run_and_store(scope, body, send, principal.customer_id, key)
+        await self._run_and_store(scope, body, send, principal.customer_id, key, secret)
 
     async def _run_and_store(
-        self, scope: Scope, body: bytes, send: Send, customer_id: int, key: str
+        self, scope: Scope, body: bytes, send: Send, customer_id: int, key: str, secret: bytes
     ) -> None:
         status = 500
         response_headers: dict[str, str] = {}
@@ -130,7 +164,7 @@ class IdempotencyMiddleware:
                         lambda s: repo.release(s, customer_id=customer_id, key=key)
                     )
                 else:
-                    text = b"".join(chunks).decode("utf-8", errors="replace")
+                    text = seal(b"".join(chunks), secret)
                     await session.run_sync(
                         lambda s: repo.complete(
                             s,
@@ -157,8 +191,14 @@ def _snapshot(row: Any) -> dict[str, Any] | None:
 
 
 async def _answer_existing(
-    snapshot: dict[str, Any], digest: str, scope: Scope, receive: Receive, send: Send
+    snapshot: dict[str, Any],
+    digest: str,
+    secret: bytes,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
 ) -> None:
+    answer = unseal(snapshot["body"] or "", secret) if snapshot["state"] == "done" else None
     if snapshot["request_hash"] != digest:
         response = error_response(
             422,
@@ -173,6 +213,13 @@ async def _answer_existing(
             "a request with this Idempotency-Key is still being processed; retry later",
             headers={"Retry-After": "1"},
         )
+    elif answer is None:
+        response = error_response(
+            422,
+            "idempotency_key_reused",
+            "Idempotency-Key was already used with another token of this customer",
+            [{"field": "Idempotency-Key", "message": "used with another token"}],
+        )
     else:
         headers = {**snapshot["headers"], "idempotent-replayed": "true"}
         await send(
@@ -182,7 +229,7 @@ async def _answer_existing(
                 "headers": [(k.encode(), v.encode("latin-1")) for k, v in headers.items()],
             }
         )
-        await send({"type": "http.response.body", "body": (snapshot["body"] or "").encode()})
+        await send({"type": "http.response.body", "body": answer})
         return
     await response(scope, receive, send)
 

@@ -1,7 +1,11 @@
-"""Idempotency keys: the first response to a (customer, key) is stored and replayed."""
+"""Idempotency keys: the first response to a (customer, key) is stored and replayed.
+
+Keys are stored as digests: the raw key is half of what opens a stored (sealed) answer.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +19,11 @@ from db.states import utcnow
 ABANDONED_AFTER = timedelta(minutes=5)
 
 
+def key_digest(key: str) -> str:
+    """What the `key` column holds for a client's Idempotency-Key."""
+    return hashlib.sha256(b"serveplane-idempotency-key\0" + key.encode()).hexdigest()
+
+
 def reserve(
     session: Session,
     *,
@@ -26,6 +35,7 @@ def reserve(
     ttl_hours: int,
 ) -> IdempotencyKey | None:
     """Claim the key for this request; None when we own it now, else the existing row."""
+    key = key_digest(key)
     now = utcnow()
     session.execute(
         delete(IdempotencyKey).where(
@@ -71,6 +81,7 @@ def complete(
     headers: dict[str, Any],
 ) -> None:
     """Store the response of the request that owns the key."""
+    key = key_digest(key)
     row = session.scalar(
         select(IdempotencyKey).where(
             IdempotencyKey.customer_id == customer_id, IdempotencyKey.key == key
@@ -85,6 +96,7 @@ def complete(
 
 def release(session: Session, *, customer_id: int, key: str) -> None:
     """Forget a key whose request failed on our side, so a retry can run."""
+    key = key_digest(key)
     session.execute(
         delete(IdempotencyKey).where(
             IdempotencyKey.customer_id == customer_id,

@@ -132,7 +132,11 @@ def make_world(label: str) -> World:
             version.status, version.traffic_percent, version.ready_at = "ready", percent, now
         v1.full_traffic_at = now - timedelta(hours=1)
         deploy = jobs_repo.create_job(
-            session, kind="deploy", service=service, version_id=v1.id, max_attempts=5,
+            session,
+            kind="deploy",
+            service=service,
+            version_id=v1.id,
+            max_attempts=5,
             deadline_seconds=600,
         )
         transition_job(deploy, "running")
@@ -144,19 +148,34 @@ def make_world(label: str) -> World:
         # The one active job, parked: no dispatcher sends it, and the reconciler skips a busy
         # service, so nothing but the requests under test could change this world.
         parked = jobs_repo.create_job(
-            session, kind="scale", service=service, max_attempts=5, deadline_seconds=7200,
+            session,
+            kind="scale",
+            service=service,
+            max_attempts=5,
+            deadline_seconds=7200,
             payload={"replicas": 1},
         )
         parked.next_check_at = later
         endpoint = webhooks_repo.create_endpoint(session, cid, HOOK_URL, ["job.failed"])
         delivery = webhooks_repo.add_delivery(
-            session, customer_id=cid, endpoint_id=endpoint.id, url=HOOK_URL,
-            event_type="job.failed", payload={"job_id": deploy.uuid}, job_id=deploy.id,
+            session,
+            customer_id=cid,
+            endpoint_id=endpoint.id,
+            url=HOOK_URL,
+            event_type="job.failed",
+            payload={"job_id": deploy.uuid},
+            job_id=deploy.id,
             next_attempt_at=later,
         )
         webhooks_repo.record_attempt(
-            session, delivery, at=now, status_code=500, latency_ms=2.0, error="HTTP 500",
-            outcome="failed", next_attempt_at=None,
+            session,
+            delivery,
+            at=now,
+            status_code=500,
+            latency_ms=2.0,
+            error="HTTP 500",
+            outcome="failed",
+            next_attempt_at=None,
         )
         return World(
             customer=owner,
@@ -187,13 +206,17 @@ PATH_PARAMS: dict[str, Callable[[World], Any]] = {
 # `owner` is A (whose ids the body may name), `caller` the customer sending it.
 BODIES: dict[tuple[str, str], Callable[[World, World], Any]] = {
     ("POST", "/api/inference/services"): lambda owner, caller: {
-        "name": unique_name("iso"), "model_path": "/models/m", "framework": "onnx",
+        "name": unique_name("iso"),
+        "model_path": "/models/m",
+        "framework": "onnx",
     },
     ("PATCH", "/api/inference/services/{service_id}"): lambda owner, caller: {
-        "description": "changed by someone", "cpu_cores": 3,
+        "description": "changed by someone",
+        "cpu_cores": 3,
     },
     ("POST", "/api/inference/services/{service_id}/versions"): lambda owner, caller: {
-        "model_path": "/models/hijacked", "canary_percent": 50,
+        "model_path": "/models/hijacked",
+        "canary_percent": 50,
     },
     ("POST", "/api/inference/services/{service_id}/versions/{number}/promote"): (
         lambda owner, caller: {}
@@ -377,7 +400,8 @@ def test_every_operation_is_classified(client, app):
 def test_another_customers_ids_are_not_found_and_change_nothing(client, b_world):
     failures = []
     ops = [
-        (m, p) for m, p, _ in operations(client)
+        (m, p)
+        for m, p, _ in operations(client)
         if path_params(p) and not p.startswith(ADMIN_PREFIX)
     ]
     assert len(ops) >= 14, ops
@@ -436,8 +460,12 @@ def test_every_api_operation_needs_a_token(client):
             if response.status_code != 200:
                 failures.append(f"{method} {path}: public but answered {response.status_code}")
             continue
-        for headers in ({}, {"Authorization": "Bearer spt_bogus"}, {"Authorization": "Basic x"},
-                        {"Authorization": f"Bearer {a_world.api_key}"}):  # a key is no token
+        for headers in (
+            {},
+            {"Authorization": "Bearer spt_bogus"},
+            {"Authorization": "Basic x"},
+            {"Authorization": f"Bearer {a_world.api_key}"},
+        ):  # a key is no token
             response = send(client, method, path, a_world, None, headers=headers)
             if response.status_code != 401 or response.json()["error"]["code"] != "unauthorized":
                 failures.append(f"{method} {path} {headers}: {response.status_code}")
@@ -520,7 +548,8 @@ def test_gateway_refuses_another_services_key(client, b_world):
     # Control: each key passes its own service's check (no upstream runs, so not 401 but 5xx).
     for world in (a_world, b_world):
         response = client.post(
-            f"/inference/{world.service_id}/v2/models/m/infer", json={"inputs": []},
+            f"/inference/{world.service_id}/v2/models/m/infer",
+            json={"inputs": []},
             headers={"X-API-Key": world.api_key},
         )
         assert response.status_code not in (401, 403, 404), response.text
