@@ -129,7 +129,11 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the subprocess owns it
         # `serveplane worker` reads its settings (queues, concurrency) from this env.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "api.cli", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -221,7 +225,9 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05, what
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
-def wait_job(client: Any, headers: dict[str, str], job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+def wait_job(
+    client: Any, headers: dict[str, str], job_id: str, timeout: float = 30.0
+) -> dict[str, Any]:
     """Poll a job until it is terminal; return its body."""
 
     def done() -> dict[str, Any] | None:
@@ -231,4 +237,6 @@ def wait_job(client: Any, headers: dict[str, str], job_id: str, timeout: float =
     return wait_for(done, timeout, what=f"job {job_id} to finish")
 
 
-sys.path.insert(0, str(ROOT))
+# One session-wide definition of the local-runtime stack (importing it into several test
+# modules would start one stack per module, all sharing one database name).
+from tests.local_fixtures import local_stack  # noqa: E402,F401

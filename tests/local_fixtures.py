@@ -6,7 +6,7 @@ A separate database is required, not a nicety: the dispatcher is elected per dat
 local-runtime worker sharing the session database with the session's Kubernetes `worker`
 would have its jobs' readiness checks dispatched to the other worker's queue (and runtime).
 
-Use it from a test module with ``from tests.local_fixtures import local_stack  # noqa: F401``
+It is registered once in tests/conftest.py; just name ``local_stack`` as a test argument
 and talk HTTP to ``local_stack.api_url`` (the in-process ``client`` fixture is a different
 stack). ``local_stack.token`` / ``.headers`` belong to a customer created at start.
 """

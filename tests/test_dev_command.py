@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT, wait_for
-from tests.local_fixtures import LocalStack, local_stack  # noqa: F401
+from tests.local_fixtures import LocalStack
 from tests.models import build_linear_model
 
 pytest.importorskip("pgserver")
@@ -182,7 +182,7 @@ def test_dev_runs_the_whole_stack_and_stops_everything(dev: DevProcess, tmp_path
 
 @pytest.mark.timeout(120)
 def test_local_stack_scales_heals_and_deletes_through_jobs(
-    local_stack: LocalStack,  # noqa: F811 - the fixture imported above
+    local_stack: LocalStack,
     tmp_path: Path,
 ) -> None:
     api, headers = local_stack.api_url, local_stack.headers

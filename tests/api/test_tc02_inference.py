@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as triton
 
 from tests.conftest import unique_name, wait_for
-from tests.local_fixtures import LocalStack, local_stack  # noqa: F401
+from tests.local_fixtures import LocalStack
 from tests.models import build_linear_model
 
 RNG = np.random.default_rng(7)
@@ -53,7 +53,7 @@ def error_code(response: httpx.Response) -> str:
 
 @pytest.mark.timeout(180)
 def test_tc02_deployed_service_answers_predictions(
-    local_stack: LocalStack,  # noqa: F811 - the fixture imported above
+    local_stack: LocalStack,
     tmp_path: Path,
 ) -> None:
     api, headers = local_stack.api_url, local_stack.headers
