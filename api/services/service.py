@@ -152,7 +152,7 @@ def create_service(
             cpu_target_percent=body.cpu_target_percent,
             endpoint_url=f"{settings.public_url.rstrip('/')}/inference/{uuid}",
             api_key=hash_secret(api_key),
-            api_key_prefix=api_key[:10],
+            api_key_prefix=api_key[:8],
             status="pending",
             **values,
         )
@@ -335,6 +335,6 @@ def rotate_api_key(session: Session, customer_id: int, uuid: str) -> str:
         raise NotFound(f"service {uuid} not found")
     api_key = new_secret("spk_")
     service.api_key = hash_secret(api_key)
-    service.api_key_prefix = api_key[:10]
+    service.api_key_prefix = api_key[:8]
     session.flush()
     return api_key

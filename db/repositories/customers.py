@@ -26,7 +26,7 @@ def issue_token(session: Session, customer: Customer, *, admin: bool = False) ->
         ApiToken(
             customer_id=customer.id,
             token_hash=hash_secret(token),
-            prefix=token[:10],
+            prefix=token[:8],
             is_admin=admin,
         )
     )

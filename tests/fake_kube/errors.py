@@ -206,6 +206,19 @@ def injected_fault(code: int, retry_after: int) -> ApiError:
         return too_many_requests(retry_after)
     if code == 500:
         return internal_error("fake fault injected")
+    if code == 422:
+        # What a ValidatingAdmissionPolicy denial looks like on a real cluster.
+        message = (
+            "deployments.apps is forbidden: ValidatingAdmissionPolicy 'require-team-label' "
+            "with binding 'require-team-label' denied request: every workload needs a team label"
+        )
+        return ApiError(422, "Invalid", message, {"causes": [{"message": message}]})
+    if code == 403:
+        message = (
+            'admission webhook "policy.example.com" denied the request: images from this '
+            "registry are not allowed"
+        )
+        return ApiError(403, "Forbidden", message, {})
     reason = {503: "ServiceUnavailable", 504: "Timeout", 409: "Conflict"}.get(code, "Unknown")
     return ApiError(code, reason, "fake fault injected", {})
 

@@ -34,7 +34,7 @@ class Faults:
     def configure(self, config: FaultConfig) -> None:
         """Replace the fault settings."""
         for code in config.codes:
-            if code not in (500, 429, 503, 504, 409):
+            if code not in (500, 429, 503, 504, 409, 422, 403):
                 raise ValueError(f"unsupported fault code {code}")
         self._regex = re.compile(config.path_regex) if config.path_regex else None
         self.config = config

@@ -103,12 +103,27 @@ def test_transient_kubernetes_errors_are_retried(client, customer, fake_kube):
 
 
 def test_api_server_422_fails_the_job_in_one_attempt(client, customer, fake_kube):
-    # A label value over 63 characters is rejected by the API server, not by serveplane.
+    # An admission policy on the cluster rejects this service's Deployment with a 422.
     name = unique_name("rejected")
-    fake_kube.add_rule(f"{name}-v1", Behavior(mode="ready"))
-    body = deploy(client, customer, name=name, model_path="/models/" + "m" * 30)
+    fake_kube.set_faults(error_rate=1.0, codes=(422,), path_regex=rf"/deployments/{name}-v1$")
+    body = deploy(client, customer, name=name)
     job = wait_job(client, customer["headers"], body["job_id"])
-    assert job["status"] == "succeeded"
+    assert job["status"] == "failed", job
+    assert job["attempt_count"] == 1 and len(job["attempts"]) == 1
+    assert job["error"]["reason"] == "KubernetesRejected"
+    assert "ValidatingAdmissionPolicy 'require-team-label'" in job["error"]["message"]
+    service = client.get(f"/api/inference/services/{body['service_id']}",
+                         headers=customer["headers"]).json()
+    assert service["status"] == "failed" and service["failure"]["reason"] == "KubernetesRejected"
+
+
+def test_api_server_403_fails_fast_too(client, customer, fake_kube):
+    name = unique_name("forbidden")
+    fake_kube.set_faults(error_rate=1.0, codes=(403,), path_regex=rf"/deployments/{name}-v1$")
+    body = deploy(client, customer, name=name)
+    job = wait_job(client, customer["headers"], body["job_id"])
+    assert job["status"] == "failed" and job["attempt_count"] == 1
+    assert "denied the request" in job["error"]["message"]
 
 
 def test_image_pull_error_fails_service_with_reason(client, customer, fake_kube):
