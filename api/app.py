@@ -78,6 +78,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine, sessionmaker = create_api_engine()
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
+    # Same pool, autocommit: a single-statement read pays no BEGIN/ROLLBACK round trips.
+    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.producer = make_producer()
     app.state.redis = aioredis.from_url(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2

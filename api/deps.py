@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from api.errors import Forbidden, Unauthorized
 from db.domain import hash_secret
@@ -33,6 +33,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit, for hot single-statement reads (what clients poll)."""
+    async with request.app.state.read_engine.connect() as connection:
+        yield connection
+
+
+ReadConnection = Annotated[AsyncConnection, Depends(get_read_connection)]
 
 _token_cache: dict[str, tuple[float, Principal]] = {}
 

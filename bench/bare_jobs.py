@@ -1,8 +1,9 @@
 """The ceiling for `GET /api/jobs/{id}`: minimal Starlette + psycopg async pool, same data.
 
-Same answer as the API (the job of the caller's customer with its service id, version number
-and attempts), same token check (SHA-256 of the bearer token, cached in memory like the
-API's), two queries per request. Run by `bench.polling` under uvicorn with one process:
+Same answer as the API (the caller's job with its service id, version number and attempts),
+the same SQL statement (one round trip), the same token check (SHA-256 of the bearer token,
+cached in memory like the API's); JSON by orjson, no validation, no middleware. Run by
+`bench.polling` under uvicorn with one process:
 
     BENCH_DSN=postgresql://... python -m uvicorn bench.bare_jobs:create_app --factory
 """
@@ -17,22 +18,16 @@ from typing import Any
 
 import orjson
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.dialects import postgresql
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-JOB_SQL = """
-SELECT j.id, j.uuid, j.kind, j.status, s.uuid, v.number, j.attempts, j.max_attempts, j.error,
-       j.payload, j.created_at, j.updated_at, j.started_at, j.finished_at, j.deadline_at
-FROM jobs j JOIN inference_services s ON s.id = j.service_id
-LEFT JOIN service_versions v ON v.id = j.version_id
-WHERE j.uuid = %s AND j.customer_id = %s
-"""
-ATTEMPTS_SQL = """
-SELECT number, status, error, started_at, finished_at FROM job_attempts
-WHERE job_id = %s ORDER BY number
-"""
+from api.jobs.service import JOB_VIEW
+
+# The very statement the API runs (api.jobs.service.JOB_VIEW), compiled for psycopg.
+JOB_SQL = str(JOB_VIEW.compile(dialect=postgresql.psycopg.dialect()))
 TOKEN_SQL = """
 SELECT customer_id FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL
 """
@@ -42,6 +37,7 @@ JOB_FIELDS = (
     "status",
     "service_id",
     "version",
+    "attempts",
     "attempt_count",
     "max_attempts",
     "error",
@@ -52,7 +48,6 @@ JOB_FIELDS = (
     "finished_at",
     "deadline_at",
 )
-ATTEMPT_FIELDS = ("number", "status", "error", "started_at", "finished_at")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -82,16 +77,12 @@ def create_app() -> Starlette:
         customer_id = await customer(request)
         if customer_id is None:
             return json_response({"error": {"code": "unauthorized"}}, 401)
+        params = {"uuid": request.path_params["job_id"], "customer_id": customer_id}
         async with pool.connection() as conn:
-            row = await (
-                await conn.execute(JOB_SQL, (request.path_params["job_id"], customer_id))
-            ).fetchone()
-            if row is None:
-                return json_response({"error": {"code": "not_found"}}, 404)
-            attempts = await (await conn.execute(ATTEMPTS_SQL, (row[0],))).fetchall()
-        body = dict(zip(JOB_FIELDS, row[1:], strict=True))
-        body["attempts"] = [dict(zip(ATTEMPT_FIELDS, a, strict=True)) for a in attempts]
-        return json_response(body)
+            row = await (await conn.execute(JOB_SQL, params)).fetchone()
+        if row is None:
+            return json_response({"error": {"code": "not_found"}}, 404)
+        return json_response(dict(zip(JOB_FIELDS, row, strict=True)))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

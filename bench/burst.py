@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from bench.common import client_session, emit, machine, run, summary
+from bench.profiling import Profiler
 from bench.stack import Stack, StackConfig, log
 from bench.submit_to_running import per_deploy, service_body, wait_all_running
 
@@ -92,8 +93,11 @@ def main() -> None:
         wait_all_running(stack, 4, 60)
         stack.fake.reset_stats()
         log(f"burst: {args.services} services, {args.concurrency} concurrent POSTs")
+        pids = {f"worker{i}": p.pid for i, p in enumerate(stack.workers)}
+        profiler = Profiler("burst", {"api": stack.api_pids()[-1], **pids}, 15)
         figures = run(lambda: burst(stack, args.services, args.concurrency, args.timeout))
         stats = stack.fake.stats()
+        profiler.wait()
         with stack.sql() as conn:
             statuses = dict(
                 conn.execute(

@@ -1,7 +1,9 @@
 """Optional py-spy profiles of the stack's processes during a benchmark's measured phase.
 
 Set SERVEPLANE_BENCH_PROFILE=<dir> and a benchmark records `py-spy record --format raw`
-(collapsed stacks) of the API and worker processes while it measures. Summarise with
+(collapsed stacks) of the API and worker processes while it measures: by default only the
+thread holding the GIL (`--gil`, i.e. where Python CPU time goes), or every non-idle thread
+with SERVEPLANE_BENCH_PROFILE_MODE=wall. Summarise with
 
     python -m bench.profiling <file.txt> [--top 25] [--match substring]
 
@@ -19,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench.stack import log
+
+IDLE_LEAVES = ("Condition.wait (threading.py", "select (selectors.py", "epoll.poll")
 
 
 class Profiler:
@@ -72,6 +76,8 @@ def summarize(path: str, top: int, match: str | None) -> None:
             continue
         count = int(count_text)
         frames = [f for f in stack.split(";") if not f.startswith("thread ")]
+        if frames and frames[-1].startswith(IDLE_LEAVES):
+            continue  # a pool thread waiting for work (py-spy does not always drop those)
         if match and not any(match in f for f in frames):
             continue
         total += count

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from bench.common import client_session, emit, machine, run, summary
+from bench.profiling import Profiler
 from bench.stack import Stack, StackConfig, log
 from bench.submit_to_running import READINESS, service_body
 
@@ -167,10 +168,13 @@ def main() -> None:
             applied = wait_applied(stack, args.services, 200)
             log(f"all applied {time.monotonic() - t0:.1f}s after the first POST")
             time.sleep(args.settle)
+            pids = {f"worker{i}": p.pid for i, p in enumerate(stack.workers)}
+            profiler = Profiler("slow_rollouts", pids, args.window)
             before = fake.stats()
             w0 = time.monotonic()
             time.sleep(args.window)
             after = fake.stats()
+            profiler.wait()
             window = readiness_rate(before, after, time.monotonic() - w0)
             window["ends_s_after_first_post"] = round(time.monotonic() - t0, 1)
             log(f"window: {window['readiness_requests_per_s']} readiness requests/s")

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from bench.common import client_session, emit, machine, run, summary
+from bench.profiling import Profiler
 from bench.stack import Stack, StackConfig, log
 
 READINESS = ("get deployments", "list deployments", "list pods")
@@ -132,7 +133,10 @@ def main() -> None:
         time.sleep(1.0)
         stack.fake.reset_stats()
         log(f"run: {args.services} services at once")
+        pids = {f"worker{i}": p.pid for i, p in enumerate(stack.workers)}
+        profiler = Profiler("submit_to_running", {"api": stack.api_pids()[-1], **pids}, 8)
         client = run(lambda: submit_and_watch(stack, args.services, args.poll_interval, "svc"))
+        profiler.wait()
         stats = stack.fake.stats()
         recorded = recorded_latency(stack, "svc")
     result = {

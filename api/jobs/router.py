@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentCustomer, SessionDep
+from api.deps import CurrentCustomer, ReadConnection, SessionDep
 from api.errors import error_responses
 from api.jobs import service
 from api.jobs.schemas import JobOut, JobPage
@@ -39,6 +39,6 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
-async def get_job(job_id: PathId, principal: CurrentCustomer, session: SessionDep) -> JobOut:
-    """One job with its attempts."""
-    return await session.run_sync(service.get_job, principal.customer_id, job_id)
+async def get_job(job_id: PathId, principal: CurrentCustomer, conn: ReadConnection) -> JobOut:
+    """One job with its attempts (what clients poll: one autocommit statement)."""
+    return await service.get_job(conn, principal.customer_id, job_id)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
@@ -76,12 +79,89 @@ def jobs_out(session: Session, jobs: Sequence[Job], *, with_customer: bool = Fal
     ]
 
 
-def get_job(session: Session, customer_id: int, uuid: str) -> JobOut:
-    """One of the customer's jobs, or 404."""
-    job = jobs_repo.get_job(session, uuid, customer_id=customer_id)
-    if job is None:
+# GET /api/jobs/{id} is what clients poll: one round trip (the job, its service id, version
+# number and attempts as JSON), Core tables so that no ORM objects are built.
+_JOBS = Job.__table__
+_SERVICES = InferenceService.__table__
+_VERSIONS = ServiceVersion.__table__
+_ATTEMPTS = JobAttempt.__table__
+_ATTEMPT_FIELDS = ("number", "status", "error", "started_at", "finished_at")
+_ATTEMPTS_JSON = (
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        *(
+                            part
+                            for f in _ATTEMPT_FIELDS
+                            for part in (literal_column(f"'{f}'"), _ATTEMPTS.c[f])
+                        )
+                    ),
+                    _ATTEMPTS.c.number,
+                )
+            ),
+            literal_column("'[]'::json"),
+        )
+    )
+    .where(_ATTEMPTS.c.job_id == _JOBS.c.id)
+    .scalar_subquery()
+)
+JOB_VIEW = (
+    select(
+        _JOBS.c.uuid,
+        _JOBS.c.kind,
+        _JOBS.c.status,
+        _SERVICES.c.uuid.label("service_uuid"),
+        _VERSIONS.c.number.label("version_number"),
+        _ATTEMPTS_JSON.label("attempts_json"),
+        _JOBS.c.attempts,
+        _JOBS.c.max_attempts,
+        _JOBS.c.error,
+        _JOBS.c.payload,
+        _JOBS.c.created_at,
+        _JOBS.c.updated_at,
+        _JOBS.c.started_at,
+        _JOBS.c.finished_at,
+        _JOBS.c.deadline_at,
+    )
+    .select_from(
+        _JOBS.join(_SERVICES, _SERVICES.c.id == _JOBS.c.service_id).outerjoin(
+            _VERSIONS, _VERSIONS.c.id == _JOBS.c.version_id
+        )
+    )
+    .where(_JOBS.c.uuid == bindparam("uuid"), _JOBS.c.customer_id == bindparam("customer_id"))
+)
+
+
+def job_view(row: Any) -> JobOut:
+    """The public view of one JOB_VIEW row."""
+    return JobOut(
+        job_id=row.uuid,
+        kind=row.kind,
+        status=row.status,
+        service_id=row.service_uuid,
+        version=row.version_number,
+        attempts=[AttemptOut.model_validate(a) for a in row.attempts_json],
+        attempt_count=row.attempts,
+        max_attempts=row.max_attempts,
+        error=row.error,
+        payload=row.payload,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        deadline_at=row.deadline_at,
+    )
+
+
+async def get_job(conn: AsyncConnection, customer_id: int, uuid: str) -> JobOut:
+    """One of the customer's jobs, or 404 (one statement; the hot path of polling clients)."""
+    result = await conn.execute(JOB_VIEW, {"uuid": uuid, "customer_id": customer_id})
+    row = result.first()
+    if row is None:
         raise NotFound(f"job {uuid} not found")
-    return jobs_out(session, [job])[0]
+    return job_view(row)
 
 
 def list_jobs(
