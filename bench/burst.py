@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import client_session, emit, machine, run, summary
+from bench.common import client_session, emit, machine, post_until_accepted, run, summary
 from bench.profiling import Profiler
 from bench.stack import Stack, StackConfig, log
 from bench.submit_to_running import per_deploy, service_body, wait_all_running
@@ -27,6 +27,7 @@ async def burst(stack: Stack, count: int, concurrency: int, timeout: float) -> d
     for i in range(count):
         queue.put_nowait(i)
     counts: list[tuple[float, int]] = []
+    retried: list[int] = []
     started = time.perf_counter()
 
     async with client_session(limit=concurrency, timeout=60) as http:
@@ -35,15 +36,16 @@ async def burst(stack: Stack, count: int, concurrency: int, timeout: float) -> d
             while not queue.empty():
                 i = queue.get_nowait()
                 t0 = time.perf_counter()
-                async with http.post(
+                status, _, retries = await post_until_accepted(
+                    http,
                     f"{stack.api_url}/api/inference/services",
-                    json=service_body(f"burst-{i}"),
-                    headers=stack.headers,
-                ) as resp:
-                    await resp.read()
-                    if resp.status != 202:
-                        failures.append(f"{resp.status}")
-                        continue
+                    service_body(f"burst-{i}"),
+                    stack.headers,
+                )
+                retried.append(retries)
+                if status != 202:
+                    failures.append(f"{status}")
+                    continue
                 latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -70,6 +72,7 @@ async def burst(stack: Stack, count: int, concurrency: int, timeout: float) -> d
         "submitted_in_s": round(submitted, 2),
         "post_rate_per_s": round(len(latencies) / submitted, 1),
         "post_latency_ms": summary(latencies, 1000, 2),
+        "post_503_retries": sum(retried),
         "post_failures": len(failures),
         "all_running_s": round(all_running, 2),
         "running_at_s": counts[:: max(len(counts) // 20, 1)],

@@ -137,6 +137,28 @@ async def load(
     }
 
 
+async def post_until_accepted(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    attempts: int = 10,
+) -> tuple[int, dict[str, Any], int]:
+    """POST like a well-behaved client: a 503 is retried after its Retry-After.
+
+    Returns (final status, final JSON body, number of 503 answers seen).
+    """
+    retries = 0
+    while True:
+        async with http.post(url, json=body, headers=headers) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status != 503 or retries + 1 >= attempts:
+                return resp.status, payload, retries
+            delay = float(resp.headers.get("Retry-After", "1"))
+        retries += 1
+        await asyncio.sleep(delay)
+
+
 def fail(message: str) -> None:
     """Abort a benchmark with a message on stderr."""
     print(message, file=sys.stderr, flush=True)

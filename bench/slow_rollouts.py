@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from bench.common import client_session, emit, machine, run, summary
+from bench.common import client_session, emit, machine, post_until_accepted, run, summary
 from bench.profiling import Profiler
 from bench.stack import Stack, StackConfig, log
 from bench.submit_to_running import READINESS, service_body
@@ -34,6 +34,7 @@ ROLLOUT_SECONDS = 120.0
 async def submit_slow(stack: Stack, count: int, concurrency: int) -> dict[str, Any]:
     """POST `count` slow services with `concurrency` callers."""
     latencies: list[float] = []
+    retried: list[int] = []
     failures = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
@@ -46,21 +47,23 @@ async def submit_slow(stack: Stack, count: int, concurrency: int) -> dict[str, A
             while not queue.empty():
                 i = queue.get_nowait()
                 t0 = time.perf_counter()
-                async with http.post(
+                status, _, retries = await post_until_accepted(
+                    http,
                     f"{stack.api_url}/api/inference/services",
-                    json=service_body(f"slow-{i}"),
-                    headers=stack.headers,
-                ) as resp:
-                    await resp.read()
-                    if resp.status != 202:
-                        failures += 1
-                        continue
+                    service_body(f"slow-{i}"),
+                    stack.headers,
+                )
+                retried.append(retries)
+                if status != 202:
+                    failures += 1
+                    continue
                 latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
     return {
         "submitted_in_s": round(time.perf_counter() - started, 2),
         "post_latency_ms": summary(latencies, 1000, 2),
+        "post_503_retries": sum(retried),
         "post_failures": failures,
     }
 
@@ -88,15 +91,15 @@ async def submit_fast(stack: Stack, count: int, every: float, poll: float) -> di
         async def one(i: int) -> None:
             await asyncio.sleep(i * every)
             t0 = time.perf_counter()
-            async with http.post(
+            status, body, _ = await post_until_accepted(
+                http,
                 f"{stack.api_url}/api/inference/services",
-                json=service_body(f"fast-{i}"),
-                headers=stack.headers,
-            ) as resp:
-                body = await resp.json()
-                if resp.status != 202:
-                    failures.append(f"POST {resp.status}")
-                    return
+                service_body(f"fast-{i}"),
+                stack.headers,
+            )
+            if status != 202:
+                failures.append(f"POST {status}")
+                return
             url = f"{stack.api_url}/api/inference/services/{body['service_id']}"
             while time.perf_counter() - t0 < 60:
                 await asyncio.sleep(poll)

@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import client_session, emit, machine, run, summary
+from bench.common import client_session, emit, machine, post_until_accepted, run, summary
 from bench.profiling import Profiler
 from bench.stack import Stack, StackConfig, log
 
@@ -62,20 +62,22 @@ async def submit_and_watch(
     post_latency: list[float] = []
     failures: list[str] = []
     done_at: list[float] = []
+    retried: list[int] = []
 
     async with client_session(limit=0, timeout=60) as http:
 
         async def one(i: int) -> None:
             started = time.perf_counter()
-            async with http.post(
+            status, body, retries = await post_until_accepted(
+                http,
                 f"{stack.api_url}/api/inference/services",
-                json=service_body(f"{prefix}-{i}"),
-                headers=headers,
-            ) as resp:
-                body = await resp.json()
-                if resp.status != 202:
-                    failures.append(f"POST {resp.status}: {body}")
-                    return
+                service_body(f"{prefix}-{i}"),
+                headers,
+            )
+            retried.append(retries)
+            if status != 202:
+                failures.append(f"POST {status}: {body}")
+                return
             post_latency.append(time.perf_counter() - started)
             url = f"{stack.api_url}/api/inference/services/{body['service_id']}"
             while True:
@@ -99,6 +101,7 @@ async def submit_and_watch(
         "post_latency_ms": summary(post_latency, 1000, 2),
         "wall_s": round(wall, 3),
         "services_per_s": round(len(to_running) / wall, 1) if done_at else 0.0,
+        "post_503_retries": sum(retried),
         "failures": failures[:5],
         "failed": len(failures),
     }
