@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -120,7 +121,19 @@ def error_response(
 
 
 def database_unavailable(exc: Exception) -> Response:
-    """503 with Retry-After: the database cannot be reached right now."""
+    """503 with Retry-After: the database cannot be reached right now.
+
+    A transaction the database aborted because of a concurrent one (deadlock, serialization
+    failure) is a 409 the client may simply retry, not an outage.
+    """
+    if isinstance(getattr(exc, "orig", None), psycopg.errors.TransactionRollback):
+        log.warning("transaction aborted by a concurrent one: %s", type(exc).__name__)
+        return error_response(
+            409,
+            "concurrent_update",
+            "a concurrent change to the same objects won; retry the request",
+            headers={"Retry-After": "1"},
+        )
     log.warning("database unavailable: %s", type(exc).__name__)
     return error_response(
         503,

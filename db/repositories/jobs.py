@@ -127,15 +127,18 @@ def active_jobs(session: Session, service_id: int) -> Sequence[Job]:
     ).all()
 
 
+def service_id_of(session: Session, job_id: int) -> int | None:
+    """The service a job belongs to (no lock)."""
+    return session.scalar(select(Job.service_id).where(Job.id == job_id))
+
+
 def lock_job(session: Session, job_id: int, *, skip_locked: bool = True) -> Job | None:
     """Claim a job's row lock; None when another worker holds it (or it is gone)."""
     query = select(Job).where(Job.id == job_id).with_for_update(skip_locked=skip_locked)
     return session.scalar(query)
 
 
-def claim_due_jobs(
-    session: Session, now: datetime, until: datetime, limit: int = 500
-) -> list[Job]:
+def claim_due_jobs(session: Session, now: datetime, until: datetime, limit: int = 500) -> list[Job]:
     """Atomically take due active jobs for dispatch: their next check moves to `until`.
 
     Moving the time before the task is sent means a worker's own rescheduling, which

@@ -50,15 +50,31 @@ def advance_job(job_id: int) -> None:
         _step(job_id, *claim)
 
 
+def _lock_service_then_job(session: Session, job_id: int) -> tuple[Any, Job] | None:
+    """Lock the job's service, then the job (skipping it if another step holds it).
+
+    Every writer takes the service row first (the API does too), so a step and a request on
+    the same service cannot deadlock.
+    """
+    service_id = jobs_repo.service_id_of(session, job_id)
+    if service_id is None:
+        return None
+    service = services_repo.lock_service(session, service_id)
+    job = jobs_repo.lock_job(session, job_id)
+    return None if job is None else (service, job)
+
+
 def _claim(job_id: int) -> tuple[str, int] | None:
     """Transaction A: take the job and count an attempt before any side effect."""
     settings = get_settings()
     with session_scope() as session:
-        job = jobs_repo.lock_job(session, job_id)
-        if job is None or job.status not in ACTIVE:
+        locked = _lock_service_then_job(session, job_id)
+        if locked is None:
+            return None
+        service, job = locked
+        if job.status not in ACTIVE:
             return None
         now = utcnow()
-        service = services_repo.lock_service(session, job.service_id)
         step = Step(session, job, service)
         if job.cancel_requested:
             _end(step, "cancelled")
@@ -96,10 +112,12 @@ def _claim(job_id: int) -> tuple[str, int] | None:
 def _step(job_id: int, phase: str, attempt: int) -> None:
     """Transaction B: apply and/or check readiness, holding the job's row lock."""
     with session_scope() as session:
-        job = jobs_repo.lock_job(session, job_id)
-        if job is None or job.status != "running" or job.attempts != attempt or job.phase != phase:
+        locked = _lock_service_then_job(session, job_id)
+        if locked is None:
             return
-        service = services_repo.lock_service(session, job.service_id)
+        service, job = locked
+        if job.status != "running" or job.attempts != attempt or job.phase != phase:
+            return
         step = Step(session, job, service)
         if phase == "apply":
             try:

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 def remove_retired_versions(limit: int = 50) -> int:
     """Delete the runtime objects of versions past their grace period; returns how many."""
     with session_scope() as session:
-        ids = session.scalars(
-            select(ServiceVersion.id)
+        ids = session.execute(
+            select(ServiceVersion.id, ServiceVersion.service_id)
             .where(
                 ServiceVersion.status.in_(("retiring", "failed")),
                 ServiceVersion.remove_after.is_not(None),
@@ -30,8 +30,12 @@ def remove_retired_versions(limit: int = 50) -> int:
             .limit(limit)
         ).all()
     removed = 0
-    for version_id in ids:
+    for version_id, service_id in ids:
         with session_scope() as session:
+            # Service first, then version: the order every writer uses.
+            service = services_repo.lock_service_if_free(session, service_id)
+            if service is None:
+                continue
             version = session.scalar(
                 select(ServiceVersion)
                 .where(ServiceVersion.id == version_id)
@@ -48,7 +52,6 @@ def remove_retired_versions(limit: int = 50) -> int:
             )
             if busy is not None:
                 continue
-            service = services_repo.lock_service(session, version.service_id)
             try:
                 get_runtime().delete_version(version_spec(service, version))
             except TransientRuntimeError as exc:
