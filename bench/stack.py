@@ -341,6 +341,35 @@ class Stack:
         parent = psutil.Process(self.api.pid)
         return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
 
+    def component_pids(self) -> dict[str, list[int]]:
+        """Pids per component: api, workers, fake cluster, redis, this database's backends."""
+        out: dict[str, list[int]] = {
+            "api": self.api_pids(),
+            "workers": self.worker_pids(),
+            "fake_kube": [self.fake.proc.pid] if self.fake and self.fake.proc else [],
+            "redis": [self.redis.pid] if self.redis else [],
+            "postgres": [],
+        }
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if cmdline.startswith("postgres:") and f" {self.db.name} " in cmdline:
+                out["postgres"].append(proc.pid)
+        return out
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each component's processes."""
+        out: dict[str, float] = {}
+        for name, pids in self.component_pids().items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += times.user + times.system
+            out[name] = total
+        return out
+
     def worker_rss(self) -> int:
         """Resident memory of all worker processes, in bytes."""
         total = 0

@@ -40,6 +40,46 @@ def wait_all_running(stack: Stack, count: int, timeout: float) -> None:
     raise RuntimeError(f"{count} services were not running within {timeout}s")
 
 
+def db_counters(stack: Stack) -> dict[str, float]:
+    """Cumulative transaction and row counters of the stack's database (pg_stat_*)."""
+    with stack.sql() as conn:
+        row = conn.execute(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (stack.db.name,),
+        ).fetchone()
+        tables = conn.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, coalesce(idx_scan, 0) + seq_scan "
+            "FROM pg_stat_user_tables"
+        ).fetchall()
+    out: dict[str, float] = {"commits": row[0], "rollbacks": row[1]} if row else {}
+    for name, ins, upd, scans in tables:
+        out[f"{name}.inserted"] = ins
+        out[f"{name}.updated"] = upd
+        out[f"{name}.scans"] = scans
+    return out
+
+
+def db_per_deploy(
+    before: dict[str, float], after: dict[str, float], deploys: int
+) -> dict[str, float]:
+    """Database work per deploy between two db_counters snapshots (API and workers together)."""
+    return {
+        key: round((after[key] - before.get(key, 0)) / deploys, 2)
+        for key in sorted(after)
+        if after[key] - before.get(key, 0)
+    }
+
+
+def cpu_per_deploy(
+    before: dict[str, float], after: dict[str, float], client: float, deploys: int
+) -> dict[str, float]:
+    """CPU milliseconds per deploy by component (the client's polling included)."""
+    out = {k: round((after[k] - before.get(k, 0.0)) * 1000 / deploys, 1) for k in after}
+    out["bench_client"] = round(client * 1000 / deploys, 1)
+    out["total"] = round(sum(out.values()), 1)
+    return out
+
+
 def per_deploy(stats: dict[str, Any], deploys: int) -> dict[str, Any]:
     """Kubernetes requests per deploy, split into readiness checks and everything else."""
     by_vr: dict[str, int] = stats["by_verb_resource"]
@@ -108,15 +148,27 @@ async def submit_and_watch(
 
 
 def recorded_latency(stack: Stack, prefix: str) -> dict[str, Any]:
-    """Server-side view: service created_at → its `running` event (no polling delay)."""
+    """Server-side view from the rows (no polling delay), split into stages.
+
+    created → claimed: commit, enqueue, wait for a worker thread (jobs.started_at);
+    claimed → running: the worker's apply + readiness check + completion (running event).
+    """
     with stack.sql() as conn:
         rows = conn.execute(
-            "SELECT extract(epoch FROM e.at - s.created_at) FROM inference_services s "
+            "SELECT extract(epoch FROM e.at - s.created_at), "
+            "extract(epoch FROM j.started_at - s.created_at), "
+            "extract(epoch FROM e.at - j.started_at) "
+            "FROM inference_services s "
             "JOIN service_events e ON e.service_id = s.id AND e.to_status = 'running' "
+            "JOIN jobs j ON j.service_id = s.id AND j.kind = 'deploy' "
             "WHERE s.name LIKE %s",
             (f"{prefix}-%",),
         ).fetchall()
-    return summary([float(r[0]) for r in rows], 1.0, 4)
+    return {
+        "created_to_running_s": summary([float(r[0]) for r in rows], 1.0, 4),
+        "created_to_claimed_s": summary([float(r[1]) for r in rows], 1.0, 4),
+        "claimed_to_running_s": summary([float(r[2]) for r in rows], 1.0, 4),
+    }
 
 
 def main() -> None:
@@ -135,13 +187,21 @@ def main() -> None:
         wait_all_running(stack, args.warmup, 60)
         time.sleep(1.0)
         stack.fake.reset_stats()
+        time.sleep(1.0)  # PostgreSQL publishes statistics at most once a second
+        db_before = db_counters(stack)
+        cpu_before = stack.cpu_seconds()
+        client_before = time.process_time()
         log(f"run: {args.services} services at once")
         pids = {f"worker{i}": p.pid for i, p in enumerate(stack.workers)}
         profiler = Profiler("submit_to_running", {"api": stack.api_pids()[-1], **pids}, 8)
         client = run(lambda: submit_and_watch(stack, args.services, args.poll_interval, "svc"))
         profiler.wait()
+        cpu_after = stack.cpu_seconds()
+        client_cpu = time.process_time() - client_before
         stats = stack.fake.stats()
         recorded = recorded_latency(stack, "svc")
+        time.sleep(1.5)
+        db_after = db_counters(stack)
     result = {
         "benchmark": "submit_to_running",
         "services": args.services,
@@ -149,9 +209,11 @@ def main() -> None:
         "api_workers": args.api_workers,
         "poll_interval_s": args.poll_interval,
         **client,
-        "recorded_created_to_running_s": recorded,
+        "recorded": recorded,
         "kube_requests": stats["total"],
         "kube_requests_per_deploy": per_deploy(stats, args.services),
+        "db_per_deploy": db_per_deploy(db_before, db_after, args.services),
+        "cpu_ms_per_deploy": cpu_per_deploy(cpu_before, cpu_after, client_cpu, args.services),
         "machine": machine(),
     }
     emit(result)
