@@ -178,6 +178,12 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--poll-interval", type=float, default=0.02)
     parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=20,
+        help="then this many services one at a time (latency without a queue)",
+    )
     args = parser.parse_args()
 
     with Stack(StackConfig(workers=args.workers, api_workers=args.api_workers)) as stack:
@@ -202,6 +208,10 @@ def main() -> None:
         recorded = recorded_latency(stack, "svc")
         time.sleep(1.5)
         db_after = db_counters(stack)
+        alone: list[float] = []
+        for i in range(args.sequential):
+            one = run(lambda i=i: submit_and_watch(stack, 1, args.poll_interval, f"seq{i}"))
+            alone.append(one["submit_to_running_s"]["max"])
     result = {
         "benchmark": "submit_to_running",
         "services": args.services,
@@ -210,6 +220,7 @@ def main() -> None:
         "poll_interval_s": args.poll_interval,
         **client,
         "recorded": recorded,
+        "one_at_a_time_submit_to_running_s": summary(alone, 1.0, 4),
         "kube_requests": stats["total"],
         "kube_requests_per_deploy": per_deploy(stats, args.services),
         "db_per_deploy": db_per_deploy(db_before, db_after, args.services),
