@@ -52,13 +52,25 @@ class Accepted:
     api_key: str | None = None
 
 
-def service_out(session: Session, service: InferenceService) -> ServiceOut:
-    """The public view of a service, with its traffic split and active job."""
-    traffic = [
-        TrafficEntry(version=v.number, percent=v.traffic_percent)
-        for v in services_repo.serving_versions(session, service.id)
-    ]
-    active = jobs_repo.active_job(session, service.id)
+def service_out(
+    session: Session,
+    service: InferenceService,
+    *,
+    traffic: list[TrafficEntry] | None = None,
+    active: Job | None = None,
+) -> ServiceOut:
+    """The public view of a service, with its traffic split and active job.
+
+    Callers that already know the split and the active job (a service just created) pass
+    them and save two queries.
+    """
+    if traffic is None:
+        traffic = [
+            TrafficEntry(version=v.number, percent=v.traffic_percent)
+            for v in services_repo.serving_versions(session, service.id)
+        ]
+    if active is None:
+        active = jobs_repo.active_job(session, service.id)
     return ServiceOut(
         service_id=service.uuid,
         name=service.name,
@@ -134,8 +146,6 @@ def create_service(
         and customers_repo.get_workspace(session, customer_id, body.workspace_id) is None
     ):
         raise Unprocessable.field("workspace_id", "no such workspace")
-    if services_repo.live_name_taken(session, customer_id, body.name):
-        raise Conflict(f"a service named {body.name!r} already exists", code="name_taken")
     api_key = new_secret("spk_")
     uuid = new_service_uuid()
     try:
@@ -156,9 +166,12 @@ def create_service(
             status="pending",
             **values,
         )
-    except IntegrityError:
+    except IntegrityError as exc:
+        # The partial unique index on live names decides (no racy pre-check).
+        if "uq_inference_services_live_name" not in str(exc.orig):
+            raise
         raise Conflict(f"a service named {body.name!r} already exists", code="name_taken") from None
-    version = services_repo.add_version(session, service)
+    version = services_repo.add_version(session, service, number=1)
     job = jobs_repo.create_job(
         session,
         kind="deploy",
@@ -168,7 +181,7 @@ def create_service(
         deadline_seconds=settings.job_deadline_seconds,
         callback_url=body.callback_url,
     )
-    return Accepted(service_out(session, service), job, api_key)
+    return Accepted(service_out(session, service, traffic=[], active=job), job, api_key)
 
 
 def get_service(session: Session, customer_id: int, uuid: str) -> InferenceService:

@@ -41,22 +41,6 @@ def lock_service(session: Session, service_id: int) -> InferenceService:
     return service
 
 
-def live_name_taken(session: Session, customer_id: int, name: str) -> bool:
-    """True when the customer has a non-deleted service with this name."""
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(InferenceService)
-            .where(
-                InferenceService.customer_id == customer_id,
-                InferenceService.name == name,
-                InferenceService.status != "deleted",
-            )
-        )
-        or 0
-    ) > 0
-
-
 def list_services(
     session: Session,
     customer_id: int,
@@ -85,14 +69,19 @@ def add_service(session: Session, **values: Any) -> InferenceService:
     return service
 
 
-def add_version(session: Session, service: InferenceService, **overrides: Any) -> ServiceVersion:
-    """Insert the next version of a service, inheriting its model and resources."""
-    number = (
-        session.scalar(
-            select(func.max(ServiceVersion.number)).where(ServiceVersion.service_id == service.id)
-        )
-        or 0
-    ) + 1
+def add_version(
+    session: Session, service: InferenceService, number: int | None = None, **overrides: Any
+) -> ServiceVersion:
+    """Insert the next version of a service (or `number`), inheriting its model and resources."""
+    if number is None:
+        number = (
+            session.scalar(
+                select(func.max(ServiceVersion.number)).where(
+                    ServiceVersion.service_id == service.id
+                )
+            )
+            or 0
+        ) + 1
     values: dict[str, Any] = {
         "model_path": service.model_path,
         "model_format": service.model_format,
