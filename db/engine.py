@@ -21,8 +21,8 @@ def get_engine() -> Engine:
     if _engine is None:
         _engine = create_engine(
             get_settings().sync_database_url,
-            pool_size=20,
-            max_overflow=10,
+            pool_size=get_settings().worker_db_pool_size,
+            max_overflow=5,
             pool_pre_ping=True,
             pool_timeout=10,
         )
@@ -66,9 +66,11 @@ def create_api_engine() -> tuple[AsyncEngine, async_sessionmaker]:  # type: igno
     """The API's async engine and session factory (one per app lifespan)."""
     engine = create_async_engine(
         get_settings().sync_database_url,
-        pool_size=32,
-        max_overflow=16,
+        # A fixed pool and a patient wait: a burst is served from the pool instead of churning
+        # overflow connections, and waiting requests are not turned into 503s after 5 s.
+        pool_size=get_settings().api_db_pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
-        pool_timeout=5,
+        pool_timeout=30,
     )
     return engine, async_sessionmaker(engine, expire_on_commit=False)

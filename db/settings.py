@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     kube_retry_attempts: int = 6
     kube_retry_max_wait: float = 8.0
     worker_concurrency: int = 16
+    api_db_pool_size: int = 40
+    worker_db_pool_size: int = 20
 
     # Versions, drift and webhooks
     version_grace_seconds: float = 30.0
