@@ -8,6 +8,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.validation import DbId, PublicId
+from api.webhooks.schemas import AttemptOut
 
 JobKind = Literal["deploy", "scale", "update", "promote", "rollback", "delete"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -42,15 +43,6 @@ class RetryResult(BaseModel):
     truncated: bool = Field(description="More jobs matched than `limit`; call again.")
 
 
-class DeliveryAttemptOut(BaseModel):
-    number: int
-    at: datetime
-    status_code: int | None
-    latency_ms: float | None
-    error: str | None
-    next_attempt_at: datetime | None
-
-
 class DeliveryOut(BaseModel):
     delivery_id: str
     customer_id: int
@@ -64,7 +56,7 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     created_at: datetime
     updated_at: datetime
-    attempts: list[DeliveryAttemptOut]
+    attempts: list[AttemptOut]
 
 
 class DeliveryPage(BaseModel):

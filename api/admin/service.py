@@ -11,7 +11,6 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from api.admin.schemas import (
-    DeliveryAttemptOut,
     DeliveryOut,
     DeliveryPage,
     RetryFilter,
@@ -24,6 +23,7 @@ from api.jobs.service import jobs_out
 from api.jobs.service import list_jobs as list_jobs_page
 from api.pagination import decode_cursor, encode_cursor
 from api.queue import _send, make_producer
+from api.webhooks.service import attempt_views
 from db.domain import failure_info
 from db.models import Job, WebhookDelivery
 from db.repositories import jobs as jobs_repo
@@ -292,17 +292,7 @@ def deliveries_out(
             last_error=d.last_error,
             created_at=d.created_at,
             updated_at=d.updated_at,
-            attempts=[
-                DeliveryAttemptOut(
-                    number=a.number,
-                    at=a.at,
-                    status_code=a.status_code,
-                    latency_ms=a.latency_ms,
-                    error=a.error,
-                    next_attempt_at=a.next_attempt_at,
-                )
-                for a in attempts.get(d.id, [])
-            ],
+            attempts=attempt_views(attempts.get(d.id, [])),
         )
         for d, job_uuid in rows
     ]

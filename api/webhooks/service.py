@@ -18,7 +18,7 @@ from api.webhooks.schemas import (
     WebhookCreated,
     WebhookOut,
 )
-from db.models import WebhookDelivery, WebhookEndpoint
+from db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from db.repositories import jobs as jobs_repo
 from db.repositories import webhooks as webhooks_repo
 from db.settings import Settings
@@ -32,6 +32,21 @@ def guard_url(field: str, url: str, settings: Settings) -> None:
         check_url(url, settings.webhook_allowed_hosts)
     except UnsafeUrl as exc:
         raise Unprocessable.field(field, exc.reason) from None
+
+
+def attempt_views(attempts: Sequence[WebhookAttempt]) -> list[AttemptOut]:
+    """Public views of delivery attempts (customer and admin views share them)."""
+    return [
+        AttemptOut(
+            number=a.number,
+            at=a.at,
+            status_code=a.status_code,
+            latency_ms=a.latency_ms,
+            error=a.error,
+            next_attempt_at=a.next_attempt_at,
+        )
+        for a in attempts
+    ]
 
 
 def webhook_out(endpoint: WebhookEndpoint) -> WebhookOut:
@@ -165,17 +180,7 @@ def deliveries_out(
             created_at=d.created_at,
             updated_at=d.updated_at,
             payload=d.payload,
-            attempts=[
-                AttemptOut(
-                    number=a.number,
-                    at=a.at,
-                    status_code=a.status_code,
-                    latency_ms=a.latency_ms,
-                    error=a.error,
-                    next_attempt_at=a.next_attempt_at,
-                )
-                for a in attempts.get(d.id, [])
-            ],
+            attempts=attempt_views(attempts.get(d.id, [])),
         )
         for d, endpoint_uuid, job_uuid in rows
     ]
