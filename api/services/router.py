@@ -57,6 +57,20 @@ def accepted(request: Request, body: ServiceAccepted | JobAccepted) -> JSONRespo
     )
 
 
+def job_accepted(request: Request, service_id: str, result: service.Accepted) -> JSONResponse:
+    """202 for a mutation of an existing service: its new job and the service view."""
+    assert result.job is not None
+    return accepted(
+        request,
+        JobAccepted(
+            service_id=service_id,
+            job_id=result.job.uuid,
+            status=result.service.status,
+            service=result.service,
+        ),
+    )
+
+
 async def guard_callback(url: str | None) -> None:
     """422 naming `callback_url` unless the SSRF guard accepts it (DNS off the event loop)."""
     if url is not None:
@@ -164,15 +178,7 @@ async def update_service(
     await commit_and_enqueue(request, session, result)
     if result.job is None:
         return JSONResponse(result.service.model_dump(mode="json"), status_code=200)
-    return accepted(
-        request,
-        JobAccepted(
-            service_id=service_id,
-            job_id=result.job.uuid,
-            status=result.service.status,
-            service=result.service,
-        ),
-    )
+    return job_accepted(request, service_id, result)
 
 
 @router.delete(
@@ -196,16 +202,7 @@ async def delete_service(
     )
     await commit_and_enqueue(request, session, result)
     gateway.invalidate(service_id)  # inference answers 404 from now on in this process
-    assert result.job is not None
-    return accepted(
-        request,
-        JobAccepted(
-            service_id=service_id,
-            job_id=result.job.uuid,
-            status=result.service.status,
-            service=result.service,
-        ),
-    )
+    return job_accepted(request, service_id, result)
 
 
 @router.get("/{service_id}/events", response_model=list[EventOut], responses=error_responses(404))

@@ -7,9 +7,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import CurrentCustomer, SessionDep
 from api.errors import error_responses
-from api.services.router import accepted, commit_and_enqueue, guard_callback
+from api.services.router import commit_and_enqueue, guard_callback, job_accepted
 from api.services.schemas import JobAccepted
-from api.services.service import Accepted
 from api.validation import PathId
 from api.versions import service
 from api.versions.schemas import CreateVersionRequest, TrafficChangeRequest, VersionOut
@@ -21,19 +20,6 @@ router = APIRouter(
     responses=error_responses(401, 404, 422, 503),
 )
 CHANGE_ERRORS = error_responses(400, 409, 413)
-
-
-def _accepted(request: Request, service_id: str, result: Accepted) -> JSONResponse:
-    assert result.job is not None
-    return accepted(
-        request,
-        JobAccepted(
-            service_id=service_id,
-            job_id=result.job.uuid,
-            status=result.service.status,
-            service=result.service,
-        ),
-    )
 
 
 @router.post(
@@ -57,7 +43,7 @@ async def create_version(
         service.create_version, principal.customer_id, service_id, body, get_settings()
     )
     await commit_and_enqueue(request, session, result)
-    return _accepted(request, service_id, result)
+    return job_accepted(request, service_id, result)
 
 
 @router.get("/versions", response_model=list[VersionOut])
@@ -89,7 +75,7 @@ async def promote(
         service.promote, principal.customer_id, service_id, number, callback, get_settings()
     )
     await commit_and_enqueue(request, session, result)
-    return _accepted(request, service_id, result)
+    return job_accepted(request, service_id, result)
 
 
 @router.post("/rollback", response_model=JobAccepted, status_code=202, responses=CHANGE_ERRORS)
@@ -107,4 +93,4 @@ async def rollback(
         service.rollback, principal.customer_id, service_id, callback, get_settings()
     )
     await commit_and_enqueue(request, session, result)
-    return _accepted(request, service_id, result)
+    return job_accepted(request, service_id, result)
