@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal_column, select
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
@@ -81,61 +80,10 @@ def jobs_out(session: Session, jobs: Sequence[Job], *, with_customer: bool = Fal
 
 # GET /api/jobs/{id} is what clients poll: one round trip (the job, its service id, version
 # number and attempts as JSON), Core tables so that no ORM objects are built.
-_JOBS = Job.__table__
-_SERVICES = InferenceService.__table__
-_VERSIONS = ServiceVersion.__table__
-_ATTEMPTS = JobAttempt.__table__
-_ATTEMPT_FIELDS = ("number", "status", "error", "started_at", "finished_at")
-_ATTEMPTS_JSON = (
-    select(
-        func.coalesce(
-            func.json_agg(
-                aggregate_order_by(
-                    func.json_build_object(
-                        *(
-                            part
-                            for f in _ATTEMPT_FIELDS
-                            for part in (literal_column(f"'{f}'"), _ATTEMPTS.c[f])
-                        )
-                    ),
-                    _ATTEMPTS.c.number,
-                )
-            ),
-            literal_column("'[]'::json"),
-        )
-    )
-    .where(_ATTEMPTS.c.job_id == _JOBS.c.id)
-    .scalar_subquery()
-)
-JOB_VIEW = (
-    select(
-        _JOBS.c.uuid,
-        _JOBS.c.kind,
-        _JOBS.c.status,
-        _SERVICES.c.uuid.label("service_uuid"),
-        _VERSIONS.c.number.label("version_number"),
-        _ATTEMPTS_JSON.label("attempts_json"),
-        _JOBS.c.attempts,
-        _JOBS.c.max_attempts,
-        _JOBS.c.error,
-        _JOBS.c.payload,
-        _JOBS.c.created_at,
-        _JOBS.c.updated_at,
-        _JOBS.c.started_at,
-        _JOBS.c.finished_at,
-        _JOBS.c.deadline_at,
-    )
-    .select_from(
-        _JOBS.join(_SERVICES, _SERVICES.c.id == _JOBS.c.service_id).outerjoin(
-            _VERSIONS, _VERSIONS.c.id == _JOBS.c.version_id
-        )
-    )
-    .where(_JOBS.c.uuid == bindparam("uuid"), _JOBS.c.customer_id == bindparam("customer_id"))
-)
 
 
 def job_view(row: Any) -> JobOut:
-    """The public view of one JOB_VIEW row."""
+    """The public view of one `jobs_repo.JOB_VIEW` row."""
     return JobOut(
         job_id=row.uuid,
         kind=row.kind,
@@ -157,8 +105,7 @@ def job_view(row: Any) -> JobOut:
 
 async def get_job(conn: AsyncConnection, customer_id: int, uuid: str) -> JobOut:
     """One of the customer's jobs, or 404 (one statement; the hot path of polling clients)."""
-    result = await conn.execute(JOB_VIEW, {"uuid": uuid, "customer_id": customer_id})
-    row = result.first()
+    row = await jobs_repo.job_view_row(conn, customer_id, uuid)
     if row is None:
         raise NotFound(f"job {uuid} not found")
     return job_view(row)

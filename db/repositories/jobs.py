@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from db.domain import new_job_uuid
-from db.models import InferenceService, Job, JobAttempt
+from db.models import InferenceService, Job, JobAttempt, ServiceVersion
 from db.states import utcnow
 
 ACTIVE = ("queued", "running")
@@ -208,3 +210,63 @@ def list_attempts(session: Session, job_id: int) -> Sequence[JobAttempt]:
     return session.scalars(
         select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)
     ).all()
+
+
+# The polled job view in ONE statement: job, service id, version number and attempts as JSON.
+_JOBS = Job.__table__
+_SERVICES = InferenceService.__table__
+_VERSIONS = ServiceVersion.__table__
+_ATTEMPTS = JobAttempt.__table__
+_ATTEMPT_FIELDS = ("number", "status", "error", "started_at", "finished_at")
+_ATTEMPTS_JSON = (
+    select(
+        func.coalesce(
+            func.json_agg(
+                aggregate_order_by(
+                    func.json_build_object(
+                        *(
+                            part
+                            for f in _ATTEMPT_FIELDS
+                            for part in (literal_column(f"'{f}'"), _ATTEMPTS.c[f])
+                        )
+                    ),
+                    _ATTEMPTS.c.number,
+                )
+            ),
+            literal_column("'[]'::json"),
+        )
+    )
+    .where(_ATTEMPTS.c.job_id == _JOBS.c.id)
+    .scalar_subquery()
+)
+JOB_VIEW = (
+    select(
+        _JOBS.c.uuid,
+        _JOBS.c.kind,
+        _JOBS.c.status,
+        _SERVICES.c.uuid.label("service_uuid"),
+        _VERSIONS.c.number.label("version_number"),
+        _ATTEMPTS_JSON.label("attempts_json"),
+        _JOBS.c.attempts,
+        _JOBS.c.max_attempts,
+        _JOBS.c.error,
+        _JOBS.c.payload,
+        _JOBS.c.created_at,
+        _JOBS.c.updated_at,
+        _JOBS.c.started_at,
+        _JOBS.c.finished_at,
+        _JOBS.c.deadline_at,
+    )
+    .select_from(
+        _JOBS.join(_SERVICES, _SERVICES.c.id == _JOBS.c.service_id).outerjoin(
+            _VERSIONS, _VERSIONS.c.id == _JOBS.c.version_id
+        )
+    )
+    .where(_JOBS.c.uuid == bindparam("uuid"), _JOBS.c.customer_id == bindparam("customer_id"))
+)
+
+
+async def job_view_row(conn: AsyncConnection, customer_id: int, uuid: str) -> Any:
+    """The JOB_VIEW row of one of the customer's jobs, or None (autocommit connection)."""
+    result = await conn.execute(JOB_VIEW, {"uuid": uuid, "customer_id": customer_id})
+    return result.first()
