@@ -71,11 +71,6 @@ class Unprocessable(ApiError):
         return cls(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    code = "unavailable"
-
-
 class ErrorInfo(BaseModel):
     """What went wrong: a machine-readable code, a message, optional details."""
 

@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FRAMEWORKS = ("tfserving", "torchserve", "onnxruntime", "triton")
-
 
 class Settings(BaseSettings):
     """serveplane settings: `SERVEPLANE_*` plus DATABASE_URL, REDIS_URL and KUBECONFIG."""

@@ -39,7 +39,6 @@ SPEC_DEFAULTS = {
     "memory_gb": 4,
     "gpu_count": 0,
 }
-REPLICA_FIELDS = ("replicas", "min_replicas", "max_replicas", "cpu_target_percent")
 RESOURCE_FIELDS = ("cpu_cores", "memory_gb", "gpu_count")
 
 

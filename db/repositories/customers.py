@@ -59,8 +59,3 @@ def create_workspace(session: Session, customer_id: int, name: str) -> Workspace
     session.add(workspace)
     session.flush()
     return workspace
-
-
-def get_customer(session: Session, customer_id: int) -> Customer | None:
-    """A customer by id."""
-    return session.get(Customer, customer_id)

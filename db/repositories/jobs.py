@@ -122,6 +122,16 @@ def newer_job(session: Session, job: Job) -> Job | None:
     )
 
 
+def version_has_running_job(session: Session, version_id: int) -> bool:
+    """True while a running job works on this version."""
+    return (
+        session.scalar(
+            select(Job.id).where(Job.version_id == version_id, Job.status == "running").limit(1)
+        )
+        is not None
+    )
+
+
 def active_jobs(session: Session, service_id: int) -> Sequence[Job]:
     """Every queued or running job of a service."""
     return session.scalars(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from db.models import InferenceService, ServiceEvent, ServiceVersion
+from db.models import InferenceService, Job, ServiceEvent, ServiceVersion
 
 RESOURCE_FIELDS = (
     "replicas",
@@ -146,14 +147,53 @@ def list_events(session: Session, service_id: int, limit: int = 500) -> Sequence
     ).all()
 
 
-def running_services(session: Session, limit: int = 1000) -> Sequence[InferenceService]:
-    """Services that should be serving (drift reconcile)."""
+def idle_serving_services(session: Session, limit: int = 500) -> Sequence[InferenceService]:
+    """Services that should be serving and have no queued or running job (drift reconcile)."""
+    busy = select(Job.service_id).where(Job.status.in_(("queued", "running")))
     return session.scalars(
         select(InferenceService)
-        .where(InferenceService.status.in_(("running", "degraded")))
+        .where(
+            InferenceService.status.in_(("running", "degraded")),
+            InferenceService.id.not_in(busy),
+        )
         .order_by(InferenceService.id)
         .limit(limit)
     ).all()
+
+
+def versions_past_grace(session: Session, now: datetime, limit: int) -> list[tuple[int, int]]:
+    """(version id, service id) of retired or failed versions whose grace period is over."""
+    rows = session.execute(
+        select(ServiceVersion.id, ServiceVersion.service_id)
+        .where(
+            ServiceVersion.status.in_(("retiring", "failed")),
+            ServiceVersion.remove_after.is_not(None),
+            ServiceVersion.remove_after <= now,
+        )
+        .limit(limit)
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def lock_version_if_free(session: Session, version_id: int) -> ServiceVersion | None:
+    """A version under a row lock, or None when someone else holds it."""
+    return session.scalar(
+        select(ServiceVersion)
+        .where(ServiceVersion.id == version_id)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def versions_with_services(
+    session: Session, version_ids: Sequence[int]
+) -> list[tuple[ServiceVersion, InferenceService]]:
+    """Versions joined with their services (batched readiness checks)."""
+    rows = session.execute(
+        select(ServiceVersion, InferenceService)
+        .join(InferenceService, InferenceService.id == ServiceVersion.service_id)
+        .where(ServiceVersion.id.in_(version_ids))
+    ).all()
+    return [(row[0], row[1]) for row in rows]
 
 
 def rollback_target(session: Session, service: InferenceService) -> ServiceVersion | None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
 from db.engine import session_scope
-from db.models import InferenceService, Job, ServiceVersion
+from db.models import Job
 from db.repositories import jobs as jobs_repo
+from db.repositories import services as services_repo
 from db.states import utcnow
 from workers.jobs.engine import backoff
 from workers.jobs.specs import version_spec
@@ -42,11 +41,9 @@ def check_waiting(jobs: list[Job]) -> list[Job]:
     if not jobs:
         return []
     with session_scope() as session:
-        rows = session.execute(
-            select(ServiceVersion, InferenceService)
-            .join(InferenceService, InferenceService.id == ServiceVersion.service_id)
-            .where(ServiceVersion.id.in_([j.version_id for j in jobs]))
-        ).all()
+        rows = services_repo.versions_with_services(
+            session, [j.version_id for j in jobs if j.version_id is not None]
+        )
     specs = {version.id: version_spec(service, version) for version, service in rows}
     try:
         statuses = get_runtime().rollout_statuses(list(specs.values()))

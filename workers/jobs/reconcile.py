@@ -12,11 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from db.domain import failure_info
 from db.engine import session_scope
-from db.models import InferenceService, Job, ServiceVersion
+from db.models import InferenceService, ServiceVersion
+from db.repositories import jobs as jobs_repo
 from db.repositories import services as services_repo
 from db.settings import get_settings
 from db.states import transition_service
@@ -67,16 +66,7 @@ def reconcile_services(limit: int = 500) -> dict[str, int]:
     counts = {"checked": 0, "degraded": 0, "healed": 0, "recovered": 0}
     runtime = get_runtime()
     with session_scope() as session:
-        busy = select(Job.service_id).where(Job.status.in_(("queued", "running")))
-        services = session.scalars(
-            select(InferenceService)
-            .where(
-                InferenceService.status.in_(("running", "degraded")),
-                InferenceService.id.not_in(busy),
-            )
-            .order_by(InferenceService.id)
-            .limit(limit)
-        ).all()
+        services = services_repo.idle_serving_services(session, limit)
         pairs: list[tuple[InferenceService, ServiceVersion, VersionSpec]] = []
         for service in services:
             for version in services_repo.serving_versions(session, service.id):
@@ -108,19 +98,10 @@ def _settle(
 ) -> None:
     """Record the outcome for one service under its row lock (skip if a job started)."""
     with session_scope() as session:
-        service = session.scalar(
-            select(InferenceService)
-            .where(InferenceService.id == service_id)
-            .with_for_update(skip_locked=True)
-        )
+        service = services_repo.lock_service_if_free(session, service_id)
         if service is None or service.status not in ("running", "degraded"):
             return
-        active = session.scalar(
-            select(Job.id).where(
-                Job.service_id == service_id, Job.status.in_(("queued", "running"))
-            )
-        )
-        if active is not None:
+        if jobs_repo.active_job(session, service_id) is not None:
             return
         if problem is None:
             if service.status == "degraded":

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from db.engine import session_scope
-from db.models import Job, ServiceVersion
+from db.repositories import jobs as jobs_repo
 from db.repositories import services as services_repo
 from db.states import utcnow
 from workers.jobs.specs import version_spec
@@ -20,15 +18,7 @@ log = logging.getLogger(__name__)
 def remove_retired_versions(limit: int = 50) -> int:
     """Delete the runtime objects of versions past their grace period; returns how many."""
     with session_scope() as session:
-        ids = session.execute(
-            select(ServiceVersion.id, ServiceVersion.service_id)
-            .where(
-                ServiceVersion.status.in_(("retiring", "failed")),
-                ServiceVersion.remove_after.is_not(None),
-                ServiceVersion.remove_after <= utcnow(),
-            )
-            .limit(limit)
-        ).all()
+        ids = services_repo.versions_past_grace(session, utcnow(), limit)
     removed = 0
     for version_id, service_id in ids:
         with session_scope() as session:
@@ -36,21 +26,10 @@ def remove_retired_versions(limit: int = 50) -> int:
             service = services_repo.lock_service_if_free(session, service_id)
             if service is None:
                 continue
-            version = session.scalar(
-                select(ServiceVersion)
-                .where(ServiceVersion.id == version_id)
-                .with_for_update(skip_locked=True)
-            )
+            version = services_repo.lock_version_if_free(session, version_id)
             if version is None or version.status not in ("retiring", "failed"):
                 continue
-            busy = session.scalar(
-                select(Job.id).where(
-                    Job.service_id == version.service_id,
-                    Job.status == "running",
-                    Job.version_id == version.id,
-                )
-            )
-            if busy is not None:
+            if jobs_repo.version_has_running_job(session, version.id):
                 continue
             try:
                 get_runtime().delete_version(version_spec(service, version))
